@@ -1,0 +1,30 @@
+# `make demo`: set up .venv and run the main job. `make test`: set up .venv and run the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The shared copy of the datasets beside a checkout, where there is one; else $SWEEPLAB_DATA as set.
+SHARED := $(abspath $(wildcard ../shared/data))
+export SWEEPLAB_DATA ?= $(SHARED)
+
+.PHONY: setup test demo lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0  # pinned: the CPU wheel here, never the CUDA one
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m sweeplab.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs reports

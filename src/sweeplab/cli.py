@@ -1,0 +1,274 @@
+"""The command line: a thin Typer layer over the library. Bad input: one line, exit 2."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sweeplab.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run the classic deep-learning course experiments as reproducible runs, sweeps and reports.")
+runs_app = typer.Typer(no_args_is_help=True, help="List, show and export stored runs.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, check, fetch.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(data_app, name="data")
+out = Console()
+
+STORE = typer.Option(None, "--store", help="store URL (default $SWEEPLAB_STORE or sqlite:///runs/sweeplab.sqlite)")
+
+
+# ---------------------------------------------------------------------------------------------- run
+@app.command(context_settings={"allow_extra_args": False}, add_help_option=False)
+def run(ctx: typer.Context,
+        task: Optional[str] = typer.Argument(None, help="task: lm, image, toy2d, palindrome, addition"),
+        overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides, e.g. model.nlayers=2"),
+        as_json: bool = typer.Option(False, "--json", help="last line of stdout: the run as one JSON object"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="build data and model, train nothing"),
+        dump_config: bool = typer.Option(False, "--dump-config", help="print the resolved config and exit"),
+        store: Optional[str] = STORE,
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+        name: Optional[str] = typer.Option(None, "--name", help="run name (default TASK-MODEL-KEY)"),
+        show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys")) -> None:
+    """Train one run of TASK (resumes an interrupted run of the same config)."""
+    from sweeplab.config import parse_overrides, resolve, run_key
+    from sweeplab.engine.runner import RunOptions, execute
+    from sweeplab.store import open_store
+
+    if show_help or task is None:
+        if task:
+            print_task_help(task)
+        else:
+            out.print(ctx.get_help())
+        return
+    layer = parse_overrides(overrides or [])
+    if device:
+        layer["device"] = device
+    cfg = resolve(task, layer)
+    if dump_config:
+        out.print_json(data={**cfg.to_dict(), "key": run_key(cfg)})
+        return
+    result = execute(cfg, open_store(store), RunOptions(name=name, dry_run=dry_run, quiet=False))
+    if as_json:
+        print(json.dumps(result.to_json(), allow_nan=False, default=_finite))
+    else:
+        print_result(result)
+    if result.status == "diverged":
+        raise typer.Exit(3)
+
+
+def _finite(value: object) -> object:
+    return None
+
+
+def print_result(result) -> None:
+    table = Table(title=f"run {result.run_id or '(dry run)'} · {result.task} · {result.status}", show_header=False)
+    table.add_row("params", f"{result.params:,}")
+    table.add_row("device", result.device)
+    for key in sorted(result.metrics):
+        if "/" in key and key.split("/")[0] in ("train", "valid", "test"):
+            table.add_row(key, f"{result.metrics[key]:.4g}")
+    out.print(table)
+
+
+def print_task_help(task_name: str) -> None:
+    from sweeplab.config import OptimConfig, describe
+    from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
+
+    import sweeplab.tasks  # noqa: F401
+
+    task = TASKS.get(task_name, key="task").obj
+    out.print(f"[bold]sweeplab run {task_name}[/] [KEY=VALUE ...] — {task.__doc__.strip().splitlines()[0]}")
+    for kind, registry, group in (("models", MODELS, task_name), ("datasets", DATASETS, task_name),
+                                  ("optimizers", OPTIMIZERS, "")):
+        out.print(f"{kind}: " + ", ".join(registry.names(group)))
+    table = Table("key", "default", "meaning", title=f"keys of {task_name} (task defaults in the second column)")
+    defaults = task.defaults
+    model = MODELS.get(defaults.get("model", ""), group=task_name) if "model" in defaults else None
+    sections = [(task.train_config, "train"), (OptimConfig, "optim")]
+    if model and model.config:
+        sections.insert(0, (model.config, "model"))
+    data = DATASETS.get(defaults["data"], group=task_name) if "data" in defaults else None
+    if data and data.config:
+        sections.insert(0, (data.config, "data"))
+    table.add_row("seed", "1111", "random seed")
+    for cls, group in sections:
+        for key, default, meaning in describe(cls, group):
+            table.add_row(key, repr(defaults[key]) if key in defaults else default, meaning)
+    out.print(table)
+
+
+# -------------------------------------------------------------------------------------------- runs
+@runs_app.command("list")
+def runs_list(store: Optional[str] = STORE, task: Optional[str] = typer.Option(None, help="only this task"),
+              sweep: Optional[str] = typer.Option(None, help="only this sweep")) -> None:
+    """One line per run: id, name, task, status, epochs and its headline metrics."""
+    from sweeplab.store import open_store
+
+    db = open_store(store)
+    table = Table("id", "name", "task", "status", "epoch", "metrics")
+    for row in db.list_runs(task=task, sweep=sweep):
+        summary = db.summary(row.id)
+        shown = {k: v for k, v in summary.items() if k.startswith(("valid/", "test/")) and
+                 k.endswith(("ppl", "acc1", "acc", "loss"))}
+        table.add_row(row.id, row.name, row.task, row.status, str(row.epoch),
+                      "  ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())[:4]))
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_ref: str = typer.Argument(..., metavar="RUN", help="run id, id prefix or name"),
+              store: Optional[str] = STORE) -> None:
+    """Everything stored about one run: config, environment, summary, artifacts."""
+    from sweeplab.store import open_store
+
+    db = open_store(store)
+    row = db.get_run(run_ref)
+    run_dir = db.run_dir(row.id)
+    artifacts = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()) if run_dir.exists() else []
+    out.print_json(data={"id": row.id, "name": row.name, "key": row.key, "task": row.task, "status": row.status,
+                         "epoch": row.epoch, "step": row.step, "error": row.error, "note": row.note,
+                         "sweep": row.sweep, "cell": row.cell, "config": row.config, "env": row.env,
+                         "summary": {k: (v if v == v else None) for k, v in db.summary(row.id).items()},
+                         "metric_rows": len(db.metrics(row.id)), "artifacts": artifacts})
+
+
+@runs_app.command("export")
+def runs_export(fmt: str = typer.Option("csv", "--format", help="csv or json"),
+                metrics: bool = typer.Option(False, "--metrics", help="every metric row instead of one row per run"),
+                store: Optional[str] = STORE) -> None:
+    """Runs (with summaries) or metric rows, as CSV or JSON on stdout."""
+    from sweeplab.config import flatten
+    from sweeplab.store import open_store
+
+    if fmt not in ("csv", "json"):
+        raise UserError(f"--format: {fmt!r} is not accepted; accepted: csv, json")
+    db = open_store(store)
+    rows: list[dict] = []
+    for run in db.list_runs():
+        base = {"run_id": run.id, "name": run.name, "task": run.task, "status": run.status}
+        if metrics:
+            rows += [{**base, "step": m.step, "epoch": m.epoch, "split": m.split, "name": m.name, "value": m.value}
+                     for m in db.metrics(run.id)]
+        else:
+            rows.append({**base, "key": run.key, **flatten(run.config), **db.summary(run.id)})
+    if fmt == "json":
+        print(json.dumps(rows, indent=1, default=str).replace("NaN", "null"))
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    print(buffer.getvalue(), end="")
+
+
+# ------------------------------------------------------------------------------- language models
+@app.command()
+def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typer.Option(100, min=1),
+             temperature: float = typer.Option(1.0, help="higher: more diverse"),
+             top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k likeliest words, 0 = all"),
+             seed: int = typer.Option(1111), prompt: str = typer.Option("", help="text to continue"),
+             store: Optional[str] = STORE) -> None:
+    """Text from a language-model run's best checkpoint."""
+    from sweeplab.report.lm_artifacts import generate as sample, load_lm
+    from sweeplab.store import open_store
+
+    db = open_store(store)
+    model, dictionary, _ = load_lm(db, db.get_run(run_ref))
+    print(sample(model, dictionary, words=words, temperature=temperature, top_k=top_k, seed=seed, prompt=prompt))
+
+
+@app.command()
+def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
+              text: str = typer.Option("", help="text to attend over (default: the run's validation text)"),
+              out_file: Path = typer.Option(Path("attention.svg"), "--out", help=".svg or .png"),
+              store: Optional[str] = STORE) -> None:
+    """Attention heat maps (a row per layer, a column per head) of a Transformer LM run."""
+    from sweeplab.report.lm_artifacts import load_lm, save_attention
+    from sweeplab.store import open_store
+
+    if out_file.suffix not in (".svg", ".png"):
+        raise UserError(f"--out: {out_file} must end in .svg or .png")
+    db = open_store(store)
+    model, dictionary, _ = load_lm(db, db.get_run(run_ref))
+    tokens = text.split() or _validation_text(db, db.get_run(run_ref))
+    print(save_attention(model, dictionary, tokens, out_file))
+
+
+def _validation_text(db, run) -> list[str]:
+    from sweeplab.data.text import load_corpus
+    from sweeplab.tasks.lm import ATTENTION_TOKENS
+
+    corpus = load_corpus(run.config["data"]["name"], run.config["data"]["path"])
+    return [corpus.dictionary.idx2word[i] for i in corpus.valid[:ATTENTION_TOKENS].tolist()]
+
+
+# -------------------------------------------------------------------------------------------- data
+@data_app.command("list")
+def data_list() -> None:
+    """Every dataset, its folder under the data root, and whether it is present."""
+    from sweeplab.data.catalog import SOURCES, check
+    from sweeplab.data.paths import data_root
+
+    table = Table("name", "folder", "present", "about", title=f"data root: {data_root()}")
+    for source in SOURCES.values():
+        present = "bundled" if source.bundled else ("yes" if not check(source, verify=False) else "no")
+        table.add_row(source.name, source.folder or "-", present, source.note)
+    out.print(table)
+
+
+@data_app.command("check")
+def data_check(name: Optional[str] = typer.Argument(None, help="one dataset (default: all present ones)")) -> None:
+    """Verify files and checksums; exit 2 if a named dataset is missing or damaged."""
+    from sweeplab.data.catalog import SOURCES, check, get_source
+
+    sources = [get_source(name)] if name else list(SOURCES.values())
+    bad = False
+    for source in sources:
+        problems = check(source)
+        if problems and not name and len(problems) == len(source.files):
+            out.print(f"{source.name}: not present")
+            continue
+        bad |= bool(problems)
+        out.print(f"{source.name}: " + ("ok" if not problems else "; ".join(problems)))
+    if bad:
+        raise UserError("some dataset files are missing or damaged (listed above)")
+
+
+@data_app.command("fetch")
+def data_fetch(name: str = typer.Argument(...)) -> None:
+    """Download the official files, check them, and place them under the data root."""
+    from sweeplab.data.catalog import fetch, get_source
+
+    print(f"{name}: ready in {fetch(get_source(name))}")
+
+
+# -------------------------------------------------------------------------------------------- main
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors of the argument parser
+        print(f"error: {exc.format_message()}" + _usage_hint(exc), file=sys.stderr)
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _usage_hint(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    return f" (see `{ctx.command_path} --help`)" if ctx is not None else ""

@@ -1,0 +1,112 @@
+"""Word-level corpora, tokenized exactly as pytorch/examples' word_language_model does.
+
+Each line is whitespace-split and `<eos>` appended (blank lines too); one dictionary grows over
+train, valid and test in that order. The token ids are prepared once into a cache keyed by the
+files' checksums, then served from memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sweeplab.config import DataConfig
+from sweeplab.data.paths import cache_dir, dataset_dir, require_file, sha256_files
+from sweeplab.engine import checkpoint
+from sweeplab.errors import UserError
+from sweeplab.registry import DATASETS
+
+EOS = "<eos>"
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    folder: str  # usual folder under the data root
+    files: dict[str, str]  # split -> file name
+
+
+LAYOUTS = {
+    "wikitext2": TextLayout("wikitext-2", {s: f"{s}.txt" for s in SPLITS}),
+    "ptb": TextLayout("ptb", {s: f"ptb.{s}.txt" for s in SPLITS}),
+    "text": TextLayout("", {s: f"{s}.txt" for s in SPLITS}),
+}
+
+for _name in LAYOUTS:
+    DATASETS.register(_name, group="lm", config=DataConfig)(LAYOUTS[_name])
+
+
+class Dictionary:
+    def __init__(self, words: list[str] | None = None):
+        self.idx2word: list[str] = []
+        self.word2idx: dict[str, int] = {}
+        for word in words or []:
+            self.add_word(word)
+
+    def add_word(self, word: str) -> int:
+        if word not in self.word2idx:
+            self.word2idx[word] = len(self.idx2word)
+            self.idx2word.append(word)
+        return self.word2idx[word]
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`'s words; a word outside the vocabulary becomes <unk> (if the corpus has one)."""
+        unk = self.word2idx.get("<unk>")
+        ids = [self.word2idx.get(w, unk) for w in text.split()]
+        return [i for i in ids if i is not None]
+
+    def __len__(self) -> int:
+        return len(self.idx2word)
+
+
+@dataclass
+class Corpus:
+    dictionary: Dictionary
+    train: torch.Tensor  # (N,) int64 token ids
+    valid: torch.Tensor
+    test: torch.Tensor
+
+
+def tokenize(paths: dict[str, Path]) -> Corpus:
+    dictionary = Dictionary()
+    ids: dict[str, torch.Tensor] = {}
+    for split in SPLITS:
+        tokens: list[int] = []
+        with open(paths[split], encoding="utf8") as f:
+            for line in f:
+                tokens.extend(dictionary.add_word(w) for w in line.split())
+                tokens.append(dictionary.add_word(EOS))
+        ids[split] = torch.tensor(tokens, dtype=torch.int64)
+    return Corpus(dictionary, ids["train"], ids["valid"], ids["test"])
+
+
+def load_corpus(name: str, path: str = "") -> Corpus:
+    """The corpus `name` (wikitext2, ptb, text) from its folder, through the token-id cache."""
+    layout = LAYOUTS[name]
+    if name == "text" and not path:
+        raise UserError("data=text needs data.path=DIR, a folder holding train.txt, valid.txt and test.txt")
+    folder = dataset_dir(path, layout.folder, name)
+    paths = {s: require_file(folder / f, name) for s, f in layout.files.items()}
+    cached = cache_dir() / f"tokens-{sha256_files(paths.values())[:24]}.pt"
+    if cached.exists():
+        blob = checkpoint.load(cached)
+        return Corpus(Dictionary(blob["words"]), blob["train"], blob["valid"], blob["test"])
+    corpus = tokenize(paths)
+    checkpoint.save_atomic({"words": corpus.dictionary.idx2word, "train": corpus.train, "valid": corpus.valid,
+                            "test": corpus.test}, cached)
+    return corpus
+
+
+def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) -> (N // batch_size, batch_size): each column a contiguous stream, the remainder dropped."""
+    rows = data.size(0) // batch_size
+    return data[: rows * batch_size].view(batch_size, rows).t().contiguous()  # (T, B)
+
+
+def get_batch(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window of up to `bptt` steps starting at row i, and the same shifted by one as targets."""
+    seq_len = min(bptt, source.size(0) - 1 - i)
+    x = source[i : i + seq_len]  # (T, B)
+    y = source[i + 1 : i + 1 + seq_len].reshape(-1)  # (T*B,)
+    return x, y

@@ -1,0 +1,56 @@
+"""Progress: a rich bar with rate and ETA on a terminal, pytorch/examples-style log lines otherwise."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+_console = Console(stderr=True)
+
+
+def fmt_metrics(values: dict[str, float]) -> str:
+    return " | ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+
+
+def _fmt(value: float) -> str:
+    if value != value or abs(value) == float("inf"):
+        return str(value)
+    return f"{value:8.2f}" if abs(value) >= 100 else f"{value:5.4f}" if abs(value) < 1 else f"{value:5.2f}"
+
+
+class EpochProgress:
+    """One epoch's progress. `quiet` prints nothing (sweep workers report through the store)."""
+
+    def __init__(self, *, epoch: int, total: int, unit: str, quiet: bool = False):
+        self.epoch, self.total, self.unit = epoch, total, unit
+        self.interactive = not quiet and sys.stderr.isatty()
+        self.quiet = quiet
+        self._bar: Progress | None = None
+        if self.interactive:
+            self._bar = Progress(TextColumn(f"epoch {epoch:>3}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), console=_console, transient=True)
+            self._task = self._bar.add_task("train", total=total, info="")
+            self._bar.start()
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def log(self, batch: int, lr: float, ms_per_batch: float, metrics: dict[str, Any]) -> None:
+        info = f"| lr {lr:.4g} | ms/batch {ms_per_batch:7.2f} | {fmt_metrics(metrics)}"
+        if self._bar is not None:
+            self._bar.update(self._task, info=info)
+        elif not self.quiet:
+            print(f"| epoch {self.epoch:3d} | {batch:5d}/{self.total:5d} {self.unit} {info}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def say(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)

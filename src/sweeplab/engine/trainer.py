@@ -1,0 +1,213 @@
+"""The one training loop every task runs through. Read it top to bottom: `fit` is the whole story."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sweeplab.engine import checkpoint
+from sweeplab.engine.device import autocast, synchronize
+from sweeplab.engine.progress import EpochProgress, fmt_metrics, say
+from sweeplab.engine.schedule import get_lr
+from sweeplab.errors import Diverged
+from sweeplab.store import Metric, Store
+from sweeplab.tasks.base import StepOutput, Task
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # last completed epoch
+    step: int = 0  # optimizer steps taken
+    best: float = math.inf  # best value of the task's monitor metric
+    best_epoch: int = 0
+    plateau_drops: int = 0  # times the plateau rule divided the lr
+
+
+class Recorder:
+    """Metrics go to the store (append-only) and to TensorBoard event files."""
+
+    def __init__(self, store: Store, run_id: str, run_dir: Path):
+        self.store, self.run_id = store, run_id
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
+
+        self.tb = SummaryWriter(str(run_dir / "tb"))
+        self.last: dict[str, float] = {}
+
+    def log(self, *, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
+        self.store.log_metrics(self.run_id, [Metric(step, epoch, split, k, float(v)) for k, v in values.items()])
+        for name, value in values.items():
+            self.tb.add_scalar(f"{split}/{name}", value, step)
+            self.last[f"{split}/{name}"] = float(value)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+class Trainer:
+    def __init__(self, task: Task, model: nn.Module, *, store: Store, run_id: str, run_dir: Path, quiet: bool = False):
+        self.task, self.model = task, model
+        self.cfg = task.cfg.train
+        self.device = task.device
+        self.run_dir, self.quiet = run_dir, quiet
+        self.optimizer = task.create_optimizer(model)
+        self.base_lr = task.cfg.optim.lr
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        self.forward_model = torch.compile(model) if self.cfg.compile else model
+        self.recorder = Recorder(store, run_id, run_dir)
+        self.state = TrainState()
+        self.epochs = task.num_epochs()
+        self.total_steps = self.epochs * task.batches_per_epoch()
+        if self.cfg.max_steps:
+            self.total_steps = min(self.total_steps, self.cfg.max_steps)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        """Train to the end, evaluating and checkpointing each epoch. Raises Diverged or KeyboardInterrupt."""
+        for epoch in range(self.state.epoch + 1, self.epochs + 1):
+            lr = self.train_epoch(epoch)
+            if epoch % self.cfg.eval_every == 0 or epoch == self.epochs or self.out_of_steps():
+                self.evaluate(epoch, lr)
+            self.state.epoch = epoch
+            self.save_checkpoint(epoch)
+            if self.out_of_steps():
+                break
+        return self.state
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        progress = EpochProgress(epoch=epoch, total=self.task.batches_per_epoch(), unit=self.task.batch_name,
+                                 quiet=self.quiet)
+        epoch_sums: dict[str, Any] = {}
+        interval_sums: dict[str, Any] = {}
+        epoch_start = interval_start = time.perf_counter()
+        batches = interval_batches = 0
+        lr = self.lr_for(epoch)
+        try:
+            for batch in self.task.train_batches(epoch):
+                lr = self.set_lr(epoch)
+                out = self.train_step(batch)
+                _accumulate(epoch_sums, out)
+                _accumulate(interval_sums, out)
+                batches += 1
+                interval_batches += 1
+                progress.advance()
+                if batches % self.cfg.log_every == 0:  # the only host synchronisation in the loop
+                    synchronize(self.device)
+                    ms = (time.perf_counter() - interval_start) * 1000 / interval_batches
+                    metrics = self.check_finite(self.task.train_metrics(_to_host(interval_sums)), epoch)
+                    progress.log(batches, lr, ms, metrics)
+                    self.recorder.log(step=self.state.step, epoch=epoch, split="step",
+                                      values={**metrics, "lr": lr, "ms_per_batch": ms})
+                    interval_sums, interval_batches, interval_start = {}, 0, time.perf_counter()
+                if self.out_of_steps():
+                    break
+        finally:
+            progress.close()
+        synchronize(self.device)
+        elapsed = time.perf_counter() - epoch_start
+        sums = _to_host(epoch_sums)
+        metrics = self.check_finite(self.task.train_metrics(sums), epoch)
+        metrics.update({"lr": lr, "ms_per_batch": elapsed * 1000 / max(batches, 1),
+                        f"{self.task.item_name}_per_s": sums.get("n", 0) / max(elapsed, 1e-9),
+                        "epoch_time_s": elapsed})
+        self.recorder.log(step=self.state.step, epoch=epoch, split="train", values=metrics)
+        return lr
+
+    def train_step(self, batch: Any) -> StepOutput:
+        with autocast(self.device, self.cfg.precision):
+            out = self.task.train_step(self.forward_model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if out.loss.requires_grad:
+            self.scaler.scale(out.loss).backward()
+        if self.cfg.clip > 0:  # global-norm clipping (Pascanu et al., 2013)
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.step += 1
+        return out
+
+    def evaluate(self, epoch: int, lr: float) -> None:
+        start = time.perf_counter()
+        for split in self.task.eval_splits:
+            values = self.task.evaluate(self.forward_model, split)
+            self.recorder.log(step=self.state.step, epoch=epoch, split=split, values=values)
+        line = fmt_metrics({k.replace("/", " "): v for k, v in self.recorder.last.items()
+                            if k.split("/")[0] in self.task.eval_splits})
+        say(f"| end of epoch {epoch:3d} | time: {time.perf_counter() - start:5.2f}s eval | {line}", self.quiet)
+        value = self.recorder.last.get(self.task.monitor, math.nan)
+        if value < self.state.best:
+            self.state.best, self.state.best_epoch = value, epoch
+        elif self.task.monitor in self.recorder.last:
+            self.state.plateau_drops += 1  # the plateau schedule reads this; the others ignore it
+
+    def evaluate_final(self) -> dict[str, float]:
+        """Final splits with the best weights (word_language_model: test the best saved model)."""
+        if self.state.best_epoch and self.state.best_epoch != self.state.epoch:
+            self.model.load_state_dict(checkpoint.load(checkpoint.epoch_path(self.run_dir, self.state.best_epoch),
+                                                       self.device)["model"])
+        for split in self.task.final_splits:
+            values = self.task.evaluate(self.forward_model, split)
+            self.recorder.log(step=self.state.step, epoch=self.state.epoch, split=split, values=values)
+            say(f"| end of training | {split} | {fmt_metrics(values)}", self.quiet)
+        return self.recorder.last
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def lr_for(self, epoch: int) -> float:
+        return get_lr(self.cfg, self.base_lr, epoch=epoch, step=self.state.step, total_steps=self.total_steps,
+                      plateau_drops=self.state.plateau_drops)
+
+    def set_lr(self, epoch: int) -> float:
+        lr = self.lr_for(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def out_of_steps(self) -> bool:
+        return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
+
+    def check_finite(self, metrics: dict[str, float], epoch: int) -> dict[str, float]:
+        if not math.isfinite(metrics["loss"]):
+            self.recorder.log(step=self.state.step, epoch=epoch, split="train", values={"loss": metrics["loss"]})
+            raise Diverged(f"training loss became {metrics['loss']} at step {self.state.step} (epoch {epoch})")
+        return metrics
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "train_state": asdict(self.state),
+                 "rng": torch.get_rng_state()}
+        checkpoint.save_atomic(state, checkpoint.epoch_path(self.run_dir, epoch))
+        if self.cfg.keep_checkpoints != "all":
+            checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch})
+
+    def restore(self, epoch: int) -> None:
+        """Continue after `epoch`: weights, optimizer, schedule state and the RNG, as they were."""
+        state = checkpoint.load(checkpoint.epoch_path(self.run_dir, epoch), self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(**state["train_state"])
+        torch.set_rng_state(state["rng"])
+
+    def prune_final(self) -> None:
+        keep = {"all": None, "last": {self.state.epoch}, "best": {self.state.best_epoch or self.state.epoch}}
+        if keep[self.cfg.keep_checkpoints] is not None:
+            checkpoint.prune(self.run_dir, keep[self.cfg.keep_checkpoints])
+
+
+def _accumulate(sums: dict[str, Any], out: StepOutput) -> None:
+    """Running sums stay tensors on the device: no host synchronisation per batch."""
+    sums["loss"] = sums.get("loss", 0) + out.loss.detach().float() * out.n
+    sums["n"] = sums.get("n", 0) + out.n
+    for key, value in out.sums.items():
+        sums[key] = sums.get(key, 0) + value.detach()
+
+
+def _to_host(sums: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sums.items()}

@@ -1,0 +1,11 @@
+"""Errors a user can cause: one clear line and exit code 2, never a traceback."""
+
+
+class UserError(Exception):
+    """Bad input (config, data, arguments). The message names the key or file and what is accepted."""
+
+    exit_code = 2
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""

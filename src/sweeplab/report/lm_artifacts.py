@@ -1,0 +1,122 @@
+"""Language-model artifacts: the vocabulary, generated text and attention heat maps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sweeplab.config import RunConfig, flatten, resolve
+from sweeplab.data.text import Dictionary
+from sweeplab.engine import checkpoint
+from sweeplab.errors import UserError
+from sweeplab.registry import MODELS
+from sweeplab.store import RunRow, Store
+
+VOCAB_FILE = "vocab.txt"
+SAMPLE_FILE = "generated.txt"
+
+
+def save_vocab(dictionary: Dictionary, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / VOCAB_FILE).write_text("\n".join(dictionary.idx2word) + "\n", encoding="utf8")
+
+
+def load_lm(store: Store, run: RunRow, device: str = "cpu") -> tuple[nn.Module, Dictionary, RunConfig]:
+    """The run's model with its best kept checkpoint, and its vocabulary."""
+    if run.task != "lm":
+        raise UserError(f"run {run.id} is a {run.task!r} run; this command needs a language-model (lm) run")
+    run_dir = store.run_dir(run.id)
+    vocab = run_dir / VOCAB_FILE
+    epochs = checkpoint.list_epochs(run_dir)
+    if not vocab.exists() or not epochs:
+        raise UserError(f"run {run.id} has no finished checkpoint and vocabulary under {run_dir} (status {run.status})")
+    cfg = resolve("lm", flatten(run.config))
+    dictionary = Dictionary(vocab.read_text(encoding="utf8").splitlines())
+    model = MODELS.get(cfg.model_name, group="lm").obj(len(dictionary), cfg.model)
+    best = int(store.summary(run.id).get("best_epoch", 0))
+    epoch = best if best in epochs else epochs[-1]
+    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(run_dir, epoch), device)["model"])
+    return model.to(device).eval(), dictionary, cfg
+
+
+@torch.no_grad()
+def generate(model: nn.Module, dictionary: Dictionary, *, words: int, temperature: float = 1.0,
+             top_k: int = 0, seed: int = 1111, prompt: str = "") -> str:
+    """Sample `words` tokens, one at a time, as word_language_model's generate.py does."""
+    if temperature <= 0:
+        raise UserError(f"--temperature must be > 0, got {temperature}")
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    ids = dictionary.encode(prompt) or [int(torch.randint(len(dictionary), (1,), generator=gen))]
+    recurrent = hasattr(model, "rnn")
+    hidden = model.init_hidden(1)
+    context = torch.tensor(ids, device=device).view(-1, 1)  # (T, 1)
+    out: list[str] = [dictionary.idx2word[i] for i in ids] if prompt else []
+    for _ in range(words):
+        logits, new_hidden = model(context, hidden)
+        scores = logits[-1].float().cpu() / temperature
+        if top_k:
+            kth = scores.topk(min(top_k, scores.numel())).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        idx = int(torch.multinomial(scores.softmax(-1), 1, generator=gen))
+        out.append(dictionary.idx2word[idx])
+        token = torch.tensor([[idx]], device=device)
+        if recurrent:  # carry the state; feed only the new word
+            hidden, context = new_hidden, token
+        else:  # a transformer re-reads its (bounded) context
+            context = torch.cat([context, token])[-512:]
+    return " ".join(w if w != "<eos>" else "\n" for w in out).replace(" \n ", "\n").strip()
+
+
+def save_sample(model: nn.Module, dictionary: Dictionary, run_dir: Path, *, words: int, seed: int) -> Path:
+    path = run_dir / SAMPLE_FILE
+    path.write_text(generate(model, dictionary, words=words, seed=seed) + "\n", encoding="utf8")
+    return path
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, dictionary: Dictionary, tokens: list[str]) -> list[torch.Tensor]:
+    """Per layer (heads, T, T) attention weights of `tokens`."""
+    if not hasattr(model, "attention_maps"):
+        raise UserError("attention maps need a transformer run (model=transformer)")
+    device = next(model.parameters()).device
+    ids = dictionary.encode(" ".join(tokens))
+    if not ids:
+        raise UserError("--text has no word of the run's vocabulary")
+    was_training = model.training
+    model.eval()
+    model.keep_attention(True)
+    try:
+        model(torch.tensor(ids, device=device).view(-1, 1))
+        return [w[0].float().cpu() for w in model.attention_maps()]
+    finally:
+        model.keep_attention(False)
+        model.train(was_training)
+
+
+def save_attention(model: nn.Module, dictionary: Dictionary, tokens: list[str], path: Path) -> Path:
+    """A grid of heat maps, a row per layer and a column per head, as SVG or PNG (by suffix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maps = attention_maps(model, dictionary, tokens)
+    labels = [dictionary.idx2word[i] for i in dictionary.encode(" ".join(tokens))]
+    layers, heads = len(maps), maps[0].size(0)
+    size = 1.2 + 0.22 * len(labels)
+    fig, axes = plt.subplots(layers, heads, figsize=(size * heads, size * layers), squeeze=False)
+    for layer, weights in enumerate(maps):
+        for head in range(heads):
+            ax = axes[layer][head]
+            ax.imshow(weights[head].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
+            ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,78 @@
+"""The Task interface: what the engine needs from an experiment, and nothing about how it trains.
+
+A task builds its data and model from the resolved config, turns a batch into a loss, and
+evaluates a split into metrics. The engine (engine/trainer.py) owns the loop, the optimizer, the
+schedule, checkpoints and the store.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sweeplab.config import RunConfig, TrainConfig
+from sweeplab.engine.optim import create_optimizer
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # mean loss of the batch: the one that is backpropagated
+    n: int  # items the mean runs over (tokens, samples): weights the epoch average
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # extra sums, kept on the device (e.g. correct)
+
+
+class Task:
+    name: ClassVar[str]
+    train_config: ClassVar[type[TrainConfig]] = TrainConfig
+    defaults: ClassVar[dict[str, Any]] = {}  # a layer of dotted keys below the experiment file and overrides
+    monitor: ClassVar[str] = "valid/loss"  # lower is better: picks the best checkpoint, drives `plateau`
+    eval_splits: ClassVar[tuple[str, ...]] = ("valid",)  # evaluated at every evaluation point
+    final_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, with the best checkpoint
+    item_name: ClassVar[str] = "samples"  # what `n` counts: throughput is reported as <item>/s
+    batch_name: ClassVar[str] = "batches"
+
+    def __init__(self, cfg: RunConfig, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+
+    # -- building ----------------------------------------------------------------------------
+    def build(self) -> nn.Module:
+        """Prepare the data and return the model on `self.device`. Bad data raises UserError."""
+        raise NotImplementedError
+
+    def create_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return create_optimizer(self.cfg.optim_name, self.cfg.optim, model.parameters())
+
+    def count_params(self, model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    # -- training ----------------------------------------------------------------------------
+    def num_epochs(self) -> int:
+        return self.cfg.train.epochs
+
+    def batches_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def train_batches(self, epoch: int) -> Iterator[Any]:
+        """The batches of one epoch: a pure function of (seed, epoch), so a resumed run sees the same ones."""
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, batch: Any) -> StepOutput:
+        raise NotImplementedError
+
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """Epoch (or interval) training metrics from the accumulated sums; `loss` and `n` are always there."""
+        return {"loss": sums["loss"] / max(sums["n"], 1)}
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def finish(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+        """After training, with the best weights loaded: write artifacts (text, figures); extra summary values."""
+        return {}

@@ -1,0 +1,116 @@
+"""Word-level language modelling (pytorch/examples' word_language_model, inside the shared engine)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from sweeplab.config import TrainConfig
+from sweeplab.data.text import Corpus, Dictionary, batchify, get_batch, load_corpus
+from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
+from sweeplab.registry import MODELS, TASKS
+from sweeplab.tasks.base import StepOutput, Task
+
+SAMPLE_WORDS = 100  # words generated at the end of every run, for the report
+ATTENTION_TOKENS = 24  # tokens of the validation text shown in the attention maps
+
+
+class LMTrainConfig(TrainConfig):
+    bptt: int = Field(35, ge=1, description="sequence length of a training window")
+
+
+def repackage_hidden(h: Any) -> Any:
+    """Detach the hidden state from its history, so backprop stops at the window's start
+    (truncated BPTT) while the state itself carries on across windows."""
+    if isinstance(h, torch.Tensor):
+        return h.detach()
+    return None if h is None else tuple(repackage_hidden(v) for v in h)
+
+
+@TASKS.register("lm")
+class LanguageModelTask(Task):
+    """Word-level language model: train/valid/test perplexity, ms/batch, generated text, attention."""
+
+    name = "lm"
+    train_config = LMTrainConfig
+    defaults = {"data": "wikitext2", "model": "lstm", "optim": "sgd", "optim.lr": 20.0, "train.clip": 0.25,
+                "train.epochs": 40, "train.batch_size": 20, "train.eval_batch_size": 10, "train.schedule": "plateau",
+                "train.keep_checkpoints": "best"}
+    item_name = "tokens"
+
+    corpus: Corpus
+
+    def build(self) -> nn.Module:
+        self.corpus = load_corpus(self.cfg.data_name, self.cfg.data.path)
+        t = self.cfg.train
+        self.splits = {"train": batchify(self.corpus.train, t.batch_size).to(self.device),
+                       "valid": batchify(self.corpus.valid, t.eval_batch_size).to(self.device),
+                       "test": batchify(self.corpus.test, t.eval_batch_size).to(self.device)}
+        create = MODELS.get(self.cfg.model_name, group="lm").obj
+        return create(len(self.corpus.dictionary), self.cfg.model).to(self.device)
+
+    @property
+    def dictionary(self) -> Dictionary:
+        return self.corpus.dictionary
+
+    # -- training ----------------------------------------------------------------------------
+    def batches_per_epoch(self) -> int:
+        return math.ceil((self.splits["train"].size(0) - 1) / self.cfg.train.bptt)
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.hidden = None  # a fresh state each epoch, as word_language_model does
+        source = self.splits["train"]
+        for i in range(0, source.size(0) - 1, self.cfg.train.bptt):
+            yield get_batch(source, i, self.cfg.train.bptt)
+
+    def train_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        if self.hidden is None:
+            self.hidden = _base(model).init_hidden(x.size(1))
+        logits, hidden = model(x, repackage_hidden(self.hidden))
+        self.hidden = hidden
+        return StepOutput(F.cross_entropy(logits, y), y.numel())
+
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss"] / max(sums["n"], 1)
+        return {"loss": loss, "ppl": _ppl(loss)}
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        model.eval()
+        source = self.splits[split]
+        hidden = _base(model).init_hidden(source.size(1))
+        total = torch.zeros((), device=self.device)
+        for i in range(0, source.size(0) - 1, self.cfg.train.bptt):
+            x, y = get_batch(source, i, self.cfg.train.bptt)
+            logits, hidden = model(x, hidden)
+            total += F.cross_entropy(logits.float(), y, reduction="sum")
+        loss = float(total) / (source.numel() - source.size(1))
+        model.train()
+        return {"loss": loss, "ppl": _ppl(loss)}
+
+    def finish(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+        """The vocabulary (so `generate` needs no data), a text sample, and attention maps."""
+        from sweeplab.report.lm_artifacts import save_attention, save_sample, save_vocab
+
+        save_vocab(self.dictionary, run_dir)
+        save_sample(model, self.dictionary, run_dir, words=SAMPLE_WORDS, seed=self.cfg.seed)
+        if hasattr(_base(model), "attention_maps"):
+            ids = self.corpus.valid[:ATTENTION_TOKENS].tolist()
+            save_attention(model, self.dictionary, [self.dictionary.idx2word[i] for i in ids], run_dir / "attention.svg")
+        return {}
+
+
+def _base(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)  # under torch.compile
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else math.inf
