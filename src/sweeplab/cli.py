@@ -9,12 +9,36 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
 from sweeplab.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _Group(TyperGroup):
+    """Every error a user can cause ends as one line on stderr and exit code 2; others keep their traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+            code = rv if isinstance(rv, int) else 0  # non-standalone click returns typer.Exit's code
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        except typer.TyperException as exc:  # the argument parser's usage errors
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+            code = 2
+        except typer.Abort:
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run the classic deep-learning course experiments as reproducible runs, sweeps and reports.")
 runs_app = typer.Typer(no_args_is_help=True, help="List, show and export stored runs.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, check, fetch.")
@@ -253,22 +277,4 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
 
 # -------------------------------------------------------------------------------------------- main
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.TyperException as exc:  # usage errors of the argument parser
-        print(f"error: {exc.format_message()}" + _usage_hint(exc), file=sys.stderr)
-        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-
-
-def _usage_hint(exc: typer.TyperException) -> str:
-    ctx = getattr(exc, "ctx", None)
-    return f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    app()

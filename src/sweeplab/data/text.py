@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
 from sweeplab.config import DataConfig
 from sweeplab.data.paths import cache_dir, dataset_dir, require_file, sha256_files
@@ -33,8 +34,13 @@ LAYOUTS = {
     "text": TextLayout("", {s: f"{s}.txt" for s in SPLITS}),
 }
 
+class TextDataConfig(DataConfig):
+    train_tokens: int = Field(0, ge=0, description="use the first N training tokens, 0 = all (quick runs)")
+    eval_tokens: int = Field(0, ge=0, description="use the first N valid and test tokens, 0 = all (quick runs)")
+
+
 for _name in LAYOUTS:
-    DATASETS.register(_name, group="lm", config=DataConfig)(LAYOUTS[_name])
+    DATASETS.register(_name, group="lm", config=TextDataConfig)(LAYOUTS[_name])
 
 
 class Dictionary:

@@ -12,6 +12,7 @@ from pydantic import Field
 from torch import nn
 
 from sweeplab.config import TrainConfig
+from sweeplab.errors import UserError
 from sweeplab.data.text import Corpus, Dictionary, batchify, get_batch, load_corpus
 from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
 from sweeplab.registry import MODELS, TASKS
@@ -48,10 +49,16 @@ class LanguageModelTask(Task):
 
     def build(self) -> nn.Module:
         self.corpus = load_corpus(self.cfg.data_name, self.cfg.data.path)
-        t = self.cfg.train
-        self.splits = {"train": batchify(self.corpus.train, t.batch_size).to(self.device),
-                       "valid": batchify(self.corpus.valid, t.eval_batch_size).to(self.device),
-                       "test": batchify(self.corpus.test, t.eval_batch_size).to(self.device)}
+        t, d = self.cfg.train, self.cfg.data
+        # The vocabulary stays the full corpus's: a quick run has the real model, on less text.
+        self.splits = {"train": batchify(_first(self.corpus.train, d.train_tokens), t.batch_size),
+                       "valid": batchify(_first(self.corpus.valid, d.eval_tokens), t.eval_batch_size),
+                       "test": batchify(_first(self.corpus.test, d.eval_tokens), t.eval_batch_size)}
+        for split, ids in self.splits.items():
+            if ids.size(0) < 2:
+                raise UserError(f"data: the {split} split has too few tokens for batch size {ids.size(1)} "
+                                f"(raise data.train_tokens/data.eval_tokens or lower the batch size)")
+            self.splits[split] = ids.to(self.device)
         create = MODELS.get(self.cfg.model_name, group="lm").obj
         return create(len(self.corpus.dictionary), self.cfg.model).to(self.device)
 
@@ -106,6 +113,10 @@ class LanguageModelTask(Task):
             ids = self.corpus.valid[:ATTENTION_TOKENS].tolist()
             save_attention(model, self.dictionary, [self.dictionary.idx2word[i] for i in ids], run_dir / "attention.svg")
         return {}
+
+
+def _first(ids: torch.Tensor, n: int) -> torch.Tensor:
+    return ids[:n] if n else ids
 
 
 def _base(model: nn.Module) -> nn.Module:
