@@ -46,6 +46,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 out = Console()
 
+EXIT_CODES = {"diverged": 3, "interrupted": 130, "failed": 1}  # SPEC §1; 130 as for Ctrl-C
 STORE = typer.Option(None, "--store", help="store URL (default $SWEEPLAB_STORE or sqlite:///runs/sweeplab.sqlite)")
 
 
@@ -84,8 +85,8 @@ def run(ctx: typer.Context,
         print(json.dumps(result.to_json(), allow_nan=False, default=_finite))
     else:
         print_result(result)
-    if result.status == "diverged":
-        raise typer.Exit(3)
+    if result.status in EXIT_CODES:
+        raise typer.Exit(EXIT_CODES[result.status])
 
 
 def _finite(value: object) -> object:

@@ -1,0 +1,57 @@
+"""Registry and configuration: names, overrides, validation, run keys."""
+from __future__ import annotations
+
+import pytest
+
+from sweeplab.config import flatten, parse_overrides, parse_value, resolve, run_key
+from sweeplab.errors import UserError
+from sweeplab.registry import Registry
+
+
+def test_registry_rejects_duplicates_and_lists_accepted_names():
+    reg: Registry = Registry("widget")
+    reg.register("a")(object)
+    with pytest.raises(ValueError, match="duplicate widget name 'a'"):
+        reg.register("a")(object)
+    with pytest.raises(UserError, match="unknown widget 'b'; accepted: a"):
+        reg.get("b")
+
+
+@pytest.mark.parametrize("text, value", [("2", 2), ("0.25", 0.25), ("1e-4", 1e-4), ("true", True),
+                                         ("lstm", "lstm"), ("[1, 2]", "[1, 2]")])
+def test_parse_value_types(text, value):
+    assert parse_value(text) == value and type(parse_value(text)) is type(value)
+
+
+def test_overrides_resolve_on_top_of_task_defaults():
+    cfg = resolve("lm", parse_overrides(["model=gru", "model.nlayers=1", "train.clip=0", "optim.lr=1e-3"]))
+    assert (cfg.model_name, cfg.model.nlayers, cfg.train.clip, cfg.optim.lr) == ("gru", 1, 0.0, 1e-3)
+    assert cfg.train.bptt == 35 and cfg.seed == 1111  # untouched defaults
+    assert resolve("lm", flatten(cfg.to_dict())) == cfg  # a stored config resolves back to itself
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.foo=1"], "unknown key 'model.foo'; accepted: model.emsize"),
+    (["bogus=1"], "unknown key 'bogus'"),
+    (["train.epochs=two"], "train.epochs: expected an integer, got 'two'"),
+    (["train.epochs=2.5"], "train.epochs: expected an integer"),
+    (["train.schedule=exp"], "train.schedule: 'exp' is not accepted; accepted: 'constant', 'step'"),
+    (["optim=adamw"], "unknown optimizer 'adamw'; accepted: adagrad, adam, rmsprop, sgd"),
+    (["model=lstmm"], "unknown model 'lstmm' for 'lm'; accepted: gru, lstm"),
+    (["model=transformer", "model.emsize=300", "model.nhead=7"], "model.nhead=7 must divide model.emsize=300"),
+    (["model.tied=true", "model.emsize=100", "model.nhid=200"], "needs model.emsize == model.nhid"),
+    (["train.batch_size=0"], "train.batch_size"),
+    (["device=tpu"], "device: 'tpu' is not accepted"),
+    (["nokey"], "is not KEY=VALUE"),
+])
+def test_bad_configs_fail_with_one_line(overrides, message):
+    with pytest.raises(UserError) as info:
+        resolve("lm", parse_overrides(overrides))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_run_key_depends_on_every_setting_including_seed():
+    base = resolve("lm", {})
+    assert run_key(base) == run_key(resolve("lm", {}))
+    assert run_key(base) != run_key(resolve("lm", {"seed": 1}))
+    assert run_key(base) != run_key(resolve("lm", {"train.bptt": 50}))
