@@ -119,7 +119,7 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
         with _sigterm_as_interrupt():
             trainer.fit()
             trainer.evaluate_final()
-            extra = task.finish(trainer.model, trainer.run_dir)
+            extra = {**task.finish(trainer.model, trainer.run_dir), **task.summarize(store.metrics(run_id))}
         trainer.prune_final()
     except Diverged as exc:
         status, error, extra = "diverged", str(exc), {}

@@ -70,7 +70,7 @@ class Trainer:
         """Train to the end, evaluating and checkpointing each epoch. Raises Diverged or KeyboardInterrupt."""
         for epoch in range(self.state.epoch + 1, self.epochs + 1):
             lr = self.train_epoch(epoch)
-            if epoch % self.cfg.eval_every == 0 or epoch == self.epochs or self.out_of_steps():
+            if epoch % self.task.eval_interval() == 0 or epoch == self.epochs or self.out_of_steps():
                 self.evaluate(epoch, lr)
             self.state.epoch = epoch
             self.save_checkpoint(epoch)

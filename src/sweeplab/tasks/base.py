@@ -16,6 +16,7 @@ from torch import nn
 
 from sweeplab.config import RunConfig, TrainConfig
 from sweeplab.engine.optim import create_optimizer
+from sweeplab.store import Metric
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Task:
     def batches_per_epoch(self) -> int:
         raise NotImplementedError
 
+    def eval_interval(self) -> int:
+        """Epochs between evaluations. A step-based task, whose epoch is `train.eval_every` steps, returns 1."""
+        return self.cfg.train.eval_every
+
     def train_batches(self, epoch: int) -> Iterator[Any]:
         """The batches of one epoch: a pure function of (seed, epoch), so a resumed run sees the same ones."""
         raise NotImplementedError
@@ -75,4 +80,9 @@ class Task:
 
     def finish(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
         """After training, with the best weights loaded: write artifacts (text, figures); extra summary values."""
+        return {}
+
+    def summarize(self, metrics: list[Metric]) -> dict[str, float]:
+        """Extra summary values computed from the run's whole metric history (a resumed run's included),
+        e.g. the step at which accuracy settled."""
         return {}
