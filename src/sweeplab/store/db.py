@@ -74,7 +74,8 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         elif url.startswith(("postgresql://", "postgresql+")):
             self.root = Path(os.environ.get("SWEEPLAB_ARTIFACTS", "runs"))
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            driver_url = url.replace("postgresql://", "postgresql+psycopg://", 1)  # psycopg 3, not psycopg2
+            self.engine = sa.create_engine(driver_url, pool_pre_ping=True)
         else:
             raise UserError(f"--store: {redact(url)!r} is not accepted; accepted: sqlite:///PATH, postgresql://...")
         self._migrate()
