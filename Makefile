@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHARED := $(abspath $(wildcard ../shared/data))
 export SWEEPLAB_DATA ?= $(SHARED)
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo lint clean chromium
 
 setup: $(STAMP)
 
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+# The report's browser test opens the HTML in real headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || ([ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
+		|| echo "chromium not installed: the browser test will skip"
 
 demo: $(STAMP)
 	$(BIN)/python -m sweeplab.demo
