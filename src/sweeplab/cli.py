@@ -276,6 +276,79 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
     print(f"{name}: ready in {fetch(get_source(name))}")
 
 
+# ------------------------------------------------------------------------------------------- sweep
+@app.command()
+def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="an experiment file"),
+          overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE applied to every cell, last"),
+          workers: int = typer.Option(1, "--workers", min=1, help="local worker processes sharing the cores"),
+          executor: str = typer.Option("local", "--executor", help="local or ray (ray needs a PostgreSQL store)"),
+          scale: Optional[str] = typer.Option(None, "--scale", help="quick or full (default: quick)"),
+          budget: Optional[str] = typer.Option(None, "--budget", help="fit the table in this time, e.g. 20m"),
+          plan: bool = typer.Option(False, "--plan", help="print the plan and its time estimate; train nothing"),
+          retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed cells again"),
+          store: Optional[str] = STORE) -> None:
+    """Run every cell of an experiment file; finished cells are skipped, interrupted ones resume."""
+    from sweeplab.config import parse_overrides
+    from sweeplab.sweep.run import SweepOptions, run_sweep
+
+    opts = SweepOptions(scale=scale, workers=workers, executor=executor, budget=budget, plan_only=plan,
+                        store_url=store, retry_failed=retry_failed, overrides=parse_overrides(overrides or []))
+    try:
+        result = run_sweep(experiment, opts, out)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue (interrupted cells resume)", file=sys.stderr)
+        raise typer.Exit(130) from None
+    if plan:
+        return
+    counts = {s: result.statuses.count(s) for s in dict.fromkeys(result.statuses)}
+    out.print(f"sweep {result.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if result.failed:
+        print(f"error: {result.failed} cell(s) failed; `sweeplab runs list --sweep {result.name}` shows why, "
+              "`--retry-failed` runs them again", file=sys.stderr)
+        raise typer.Exit(2 if result.user_errors == result.failed else 1)
+
+
+@app.command("import")
+def import_log(log: Path = typer.Argument(..., metavar="LOG", help="a pytorch/examples-style training log"),
+               overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE: the config the log was made "
+                                                                          "with, e.g. model=gru model.nlayers=2"),
+               task: str = typer.Option(..., "--task", help="lm (word_language_model) or image (imagenet)"),
+               name: str = typer.Option(..., "--name", help="run name"),
+               sweep_name: Optional[str] = typer.Option(None, "--sweep", help="file the run under this sweep ..."),
+               cell: Optional[str] = typer.Option(None, "--cell", help="... as this cell, to fill a table cell"),
+               store: Optional[str] = STORE) -> None:
+    """Turn a log of a run made elsewhere into a stored run (status imported), with its provenance."""
+    from sweeplab.config import parse_overrides
+    from sweeplab.store import open_store
+    from sweeplab.sweep.importer import import_log as do_import
+
+    row, new = do_import(log, task=task, name=name, overrides=parse_overrides(overrides or []), sweep=sweep_name,
+                         cell=cell, store=open_store(store))
+    done = "imported" if new else "already imported: it is"
+    print(f"{log.name}: {done} run {row.id} ({row.name}), {row.epoch} epoch(s), status {row.status}")
+
+
+# ----------------------------------------------------------------------------------------- compare
+@app.command()
+def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run id, prefix or name; @EPOCH picks a "
+                                                                          "checkpoint (default: best kept)"),
+            run_b: str = typer.Argument(..., metavar="RUN_B[@EPOCH]"),
+            split: str = typer.Option("test", help="held-out split both are evaluated on: test or valid"),
+            as_json: bool = typer.Option(False, "--json", help="the whole comparison as one JSON object"),
+            limit: int = typer.Option(20, min=0, help="differing samples listed in the table"),
+            device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
+            store: Optional[str] = STORE) -> None:
+    """Where two checkpoints predict differently: agreement, accuracies, per-class deltas, who is right."""
+    from sweeplab.engine.compare import compare_runs, print_comparison
+    from sweeplab.store import open_store
+
+    result = compare_runs(open_store(store), run_a, run_b, split=split, device=device)
+    if as_json:
+        print(json.dumps(result.to_json(), allow_nan=False))
+    else:
+        print_comparison(result, out, limit)
+
+
 # -------------------------------------------------------------------------------------------- main
 def main() -> None:
     app()

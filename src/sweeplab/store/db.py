@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sweeplab.errors import UserError
-from sweeplab.store.schema import MIGRATIONS, metrics, runs, schema_version, summaries
+from sweeplab.store.schema import MIGRATIONS, metrics, runs, schema_version, summaries, sweeps
 
 FINAL_STATUSES = ("finished", "diverged", "imported")
 
@@ -176,9 +176,45 @@ class Store:
             rows = conn.execute(sa.select(summaries).where(summaries.c.run_id == run_id)).all()
         return {r.name: (math.nan if r.value is None else r.value) for r in rows}
 
+    # -- sweeps (migration 2) -----------------------------------------------------------------
+    def save_sweep(self, name: str, task: str, spec: dict[str, Any], scale: str | None) -> None:
+        """Create or replace the sweep's spec; `created_at` stays that of the first save."""
+        now, blob = time.time(), json.dumps(spec, sort_keys=False)
+        with self.engine.begin() as conn:
+            updated = conn.execute(sweeps.update().where(sweeps.c.name == name)
+                                   .values(task=task, spec=blob, scale=scale, updated_at=now)).rowcount
+            if not updated:
+                conn.execute(sweeps.insert().values(name=name, task=task, spec=blob, scale=scale,
+                                                    created_at=now, updated_at=now))
+
+    def get_sweep(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sweeps).where(sweeps.c.name == name)).first()
+        return _sweep_dict(row) if row else None
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [_sweep_dict(r) for r in conn.execute(sa.select(sweeps).order_by(sweeps.c.created_at))]
+
+    def progress(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(last completed epoch, last step logged) per run: a live view of running runs, read from the store."""
+        if not run_ids:
+            return {}
+        completed = sa.func.max(sa.case((metrics.c.split == "train", metrics.c.epoch), else_=0))
+        query = (sa.select(metrics.c.run_id, completed, sa.func.max(metrics.c.step))
+                 .where(metrics.c.run_id.in_(run_ids)).group_by(metrics.c.run_id))
+        with self.engine.connect() as conn:
+            return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in conn.execute(query)}
+
     # -- artifacts ------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
+
+
+def _sweep_dict(row: Any) -> dict[str, Any]:
+    d = dict(row._mapping)
+    d["spec"] = json.loads(d["spec"])
+    return d
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

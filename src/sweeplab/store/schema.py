@@ -57,4 +57,20 @@ def _v1(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+sweeps = sa.Table(
+    "sweeps",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),  # the experiment's name; runs.sweep points here
+    sa.Column("task", sa.String(40), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # JSON: the loaded experiment, its scale, the planner's plan, cells
+    sa.Column("scale", sa.String(40), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
+def _v2(conn: sa.Connection) -> None:
+    sweeps.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]

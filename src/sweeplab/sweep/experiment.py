@@ -1,0 +1,306 @@
+"""Experiment files (experiments/*.yaml): a task, base overrides, named rows and/or a grid, seeds,
+the table's columns, the figures and the scales (quick, full).
+
+`load_experiment(path)` validates the file and then resolves every cell of every scale with
+`sweeplab.config.resolve`, so a bad file fails before anything runs: one line naming the file and
+the key (exit 2). The contract with the report is /tmp/experiment_contract.md (kept in the repo as
+the docstrings below).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweeplab.config import _Loader as _ConfigLoader
+from sweeplab.errors import UserError
+
+AGGREGATES = ("final", "best", "min", "max", "mean", "at-epoch")
+Aggregate = Literal["final", "best", "min", "max", "mean", "at-epoch"]
+FIRST_SEED = 1111  # `seeds: n` -> 1111, 1112, ...: seed 1111 is every run's default, so `seeds: 1` is the plain run
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_METRIC = re.compile(r"^[A-Za-z0-9_@.-]+(/[A-Za-z0-9_@.-]+)?$")
+
+
+def _scalar(value: Any) -> Any:
+    """Override values are single values, as on the command line (`KEY=VALUE`)."""
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        raise ValueError(f"expected a single value (number, string, true/false), got {value!r}")
+    return value
+
+
+def _metric(value: str) -> str:
+    if not _METRIC.match(value):
+        raise ValueError(f"{value!r} is not a metric: split/name (e.g. valid/ppl) or a summary key (e.g. params)")
+    return value
+
+
+Scalar = Annotated[Any, AfterValidator(_scalar)]
+Layer = dict[str, Scalar]  # dotted keys, as `sweeplab run` takes them
+MetricName = Annotated[str, AfterValidator(_metric)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(Spec):
+    title: str = Field(description="column header")
+    metric: MetricName = Field(description="split/name of a metric series, or a summary key such as params")
+    aggregate: Aggregate = Field("final", description="how a run's series becomes one number; best = min for "
+                                                      "loss/ppl, max for accuracies")
+    epoch: int | None = Field(None, ge=1, description="the epoch an at-epoch column reads")
+
+    @model_validator(mode="after")
+    def _epoch_with_at_epoch(self) -> Column:
+        if self.aggregate == "at-epoch" and self.epoch is None:
+            raise ValueError("aggregate at-epoch needs `epoch: N`")
+        if self.aggregate != "at-epoch" and self.epoch is not None:
+            raise ValueError(f"`epoch` is read only by aggregate at-epoch (this column's is {self.aggregate})")
+        return self
+
+
+FIGURE_FIELDS = {"curves": {"metrics"}, "versus": {"x", "metric"}, "text": set(), "attention": set(), "boundary": set()}
+
+
+class Figure(Spec):
+    kind: Literal["curves", "versus", "text", "attention", "boundary"] = Field(description="what the report draws")
+    title: str | None = Field(None, description="caption")
+    metrics: list[MetricName] = Field([], description="curves: one panel per metric, one line per run")
+    x: str | None = Field(None, description="versus: the config key on the x axis, e.g. data.length")
+    metric: MetricName | None = Field(None, description="versus: the metric on the y axis")
+    aggregate: Aggregate = Field("final", description="versus: how a run's series becomes one point")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> Figure:
+        needed = FIGURE_FIELDS[self.kind]
+        given = {f for f in ("metrics", "x", "metric") if getattr(self, f)}
+        if needed - given:
+            raise ValueError(f"a {self.kind} figure needs " + " and ".join(f"`{f}`" for f in sorted(needed - given)))
+        if given - needed:
+            raise ValueError(f"a {self.kind} figure takes no " + ", ".join(f"`{f}`" for f in sorted(given - needed)))
+        return self
+
+
+class Scale(Spec):
+    note: str = Field("", description="what this scale changes, shown with every run (e.g. '1 epoch, 20k tokens')")
+    overrides: Layer = Field({}, description="dotted keys applied on top of base, variants and axes")
+
+
+class Analysis(Spec):
+    convergence_threshold: float | None = Field(None, description="accuracy at which a run counts as converged")
+
+
+class Experiment(Spec):
+    name: str = Field(description="sweep name: runs are stored with runs.sweep = name")
+    title: str = Field("", description="table caption")
+    task: str = Field(description="the task every run trains")
+    base: Layer = Field({}, description="overrides for every run")
+    variants: dict[str, Layer] = Field({}, description="named rows, in table order")
+    axes: dict[str, list[Scalar]] = Field({}, description="a grid: the cross product of these values")
+    seeds: Any = Field(1, description="n (seeds 1111, 1112, ...) or an explicit list")
+    columns: list[Column] = Field(min_length=1, description="the table; the row label column is implicit")
+    figures: list[Figure] = Field([], description="what the report draws")
+    scales: dict[str, Scale] = Field({}, description="quick (minutes on a 2-core CPU) and full (the real thing)")
+    analysis: Analysis = Field(Analysis(), description="settings of the report's computed analysis")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} may hold only letters, digits, '_', '.' and '-'")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+                and len(set(value)) == len(value)):
+            return value
+        raise ValueError(f"expected a count n >= 1 or a list of distinct integers, got {value!r}")
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, value: dict[str, Layer]) -> dict[str, Layer]:
+        for name in value:
+            if not name or "," in name or "=" in name:
+                raise ValueError(f"variant name {name!r} may not be empty or hold ',' or '=' (they separate labels)")
+        return value
+
+    @field_validator("axes")
+    @classmethod
+    def _axis_values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"axis {key!r} has no values")
+            if len({format_value(v) for v in values}) != len(values):
+                raise ValueError(f"axis {key!r} repeats a value: {values}")
+        return value
+
+    @model_validator(mode="after")
+    def _rows_and_seed(self) -> Experiment:
+        if not self.variants and not self.axes:
+            raise ValueError("needs `variants:` (named rows) or `axes:` (a grid), or both")
+        layers = [("base", self.base), *((f"variants.{n}", v) for n, v in self.variants.items()),
+                  ("axes", self.axes), *((f"scales.{n}.overrides", s.overrides) for n, s in self.scales.items())]
+        for where, layer in layers:
+            if "seed" in layer:
+                raise ValueError(f"{where}: `seed` is set by `seeds:` (n or a list)")
+        return self
+
+    # -- what a sweep needs ---------------------------------------------------------------------
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if isinstance(self.seeds, list) else [FIRST_SEED + i for i in range(self.seeds)]
+
+    def cell_labels(self) -> list[str]:
+        """Row labels in table order (the report reads them through this method)."""
+        return [label for label, _ in self.rows()]
+
+    def rows(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(label, layers) per cell: the variant's overrides, then the grid point's.
+
+        Label: the variant name; `key=value,key=value` for a grid point; `NAME,key=value` for both."""
+        points = grid_points(self.axes)
+        if not self.variants:
+            return [(point_label(p), [p]) for p in points]
+        if not points:
+            return [(name, [layer]) for name, layer in self.variants.items()]
+        return [(f"{name},{point_label(p)}", [layer, p]) for name, layer in self.variants.items() for p in points]
+
+
+def grid_points(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = [{}] if axes else []
+    for key, values in axes.items():
+        points = [{**p, key: v} for p in points for v in values]
+    return points
+
+
+def point_label(point: dict[str, Any]) -> str:
+    return ",".join(f"{k}={format_value(v)}" for k, v in point.items())
+
+
+def format_value(value: Any) -> str:
+    """Values in labels as a user types them: true/false, null, numbers as Python prints them."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------------- loading
+def load_experiment(path: str | Path) -> Experiment:
+    """Read, validate and resolve every cell of every scale. Any problem: UserError naming file and key."""
+    path = Path(path)
+    experiment = parse_experiment(_read_mapping(path), path)
+    from sweeplab.sweep.expand import check_cells  # every cell through sweeplab.config.resolve
+
+    check_cells(experiment, where=str(path))
+    return experiment
+
+
+def experiment_from_spec(spec: dict[str, Any], where: str = "stored sweep") -> Experiment:
+    """The experiment back from a stored sweep spec (which adds scale, plan and cells to its fields)."""
+    fields = {k: v for k, v in spec.items() if k in Experiment.model_fields}
+    return parse_experiment(fields, Path(where))
+
+
+def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
+    data = {"name": path.stem, **data}
+    try:
+        return Experiment(**data)
+    except ValidationError as exc:
+        raise UserError(f"{path}: {explain(exc)}") from None
+
+
+class _Loader(_ConfigLoader):
+    """The config loader (1e-4 is a float), refusing a key written twice: YAML would keep the last silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such experiment file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the experiment file ({exc.__class__.__name__})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: an experiment file is a YAML mapping (name, task, base, variants/axes, ...)")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise UserError(f"{path}: key {bad[0]!r} is not a name")
+    return data
+
+
+def explain(exc: ValidationError) -> str:
+    """One line from pydantic's first error: where in the file, what is wrong, what is accepted."""
+    err = exc.errors()[0]
+    where = _location(err["loc"])
+    kind, given = err["type"], err.get("input")
+    prefix = f"{where}: " if where else ""
+    if kind == "extra_forbidden":
+        parent = _model_at(err["loc"][:-1])
+        accepted = ", ".join(parent.model_fields) if parent else ""
+        return f"unknown key {where!r}" + (f"; accepted: {accepted}" if accepted else "")
+    if kind == "missing":
+        return f"missing key {where!r}"
+    if kind == "literal_error":
+        return f"{prefix}{given!r} is not accepted; accepted: {err['ctx']['expected']}"
+    if kind in ("value_error", "assertion_error"):
+        return f"{prefix}{err['ctx']['error']}"
+    if kind.endswith("_type"):
+        return f"{prefix}{err['msg'].lower().replace('input should be', 'expected')}, got {given!r}"
+    return f"{prefix}{err['msg'].lower()}, got {given!r}"
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model a location points into (for the list of accepted keys)."""
+    model: type[BaseModel] = Experiment
+    dict_key = False  # the next part names an entry of a dict field (a scale, a variant), not a field
+    for part in loc:
+        if isinstance(part, int) or dict_key:
+            dict_key = False
+            continue
+        field = model.model_fields.get(str(part))
+        inner = _inner_model(field.annotation) if field else None
+        if inner is None:
+            return None
+        dict_key = getattr(field.annotation, "__origin__", None) is dict
+        model = inner
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found:
+            return found
+    return None

@@ -1,0 +1,96 @@
+"""What a sweep worker does with one cell: `execute` it, quietly, and say how it ended.
+
+The same `run_job` serves local worker processes (`worker_main`, fed through a pipe) and Ray tasks.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from sweeplab.config import RunConfig, run_key
+from sweeplab.errors import UserError
+from sweeplab.store import Store, open_store
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int  # position of the cell in the sweep
+    cfg: RunConfig
+    name: str  # run name
+    sweep: str
+    cell: str
+    note: str | None
+    retry_failed: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    status: str  # finished diverged interrupted failed
+    run_id: str | None
+    error: str | None
+    wall_s: float  # build + train + final evaluation, as the worker measured it
+    user_error: bool = False  # failed on input a user can fix (e.g. a dataset that is absent)
+
+
+def run_job(job: Job, store: Store) -> Outcome:
+    """Train one cell. Errors end the cell (status failed, reason stored), never the worker."""
+    from sweeplab.engine.runner import RunOptions, execute
+
+    start = time.perf_counter()
+    opts = RunOptions(name=job.name, retry_failed=job.retry_failed, sweep=job.sweep, cell=job.cell, note=job.note,
+                      quiet=True)
+    try:
+        result = execute(job.cfg, store, opts)
+        return Outcome(job.index, result.status, result.run_id, None, time.perf_counter() - start)
+    except UserError as exc:  # e.g. a dataset that is not there: stored, so the report can say why the cell is empty
+        run_id = record_failure(store, job, str(exc))
+        return Outcome(job.index, "failed", run_id, str(exc), time.perf_counter() - start, user_error=True)
+    except Exception as exc:  # noqa: BLE001 - an internal error ends this cell; execute marked the run failed
+        error = f"{type(exc).__name__}: {exc}"
+        run_id = record_failure(store, job, error, traceback.format_exc())
+        return Outcome(job.index, "failed", run_id, error, time.perf_counter() - start)
+
+
+def record_failure(store: Store, job: Job, error: str, trace: str | None = None) -> str:
+    """Mark the cell's run failed (creating the row if the run never started) and keep the traceback."""
+    from sweeplab.engine.runner import default_name
+
+    row = store.find_by_key(run_key(job.cfg))
+    if row is None:
+        run_id = store.create_run(key=run_key(job.cfg), name=job.name or default_name(job.cfg), task=job.cfg.task,
+                                  config=job.cfg.to_dict(), env={"pid": os.getpid()}, status="failed",
+                                  sweep=job.sweep, cell=job.cell, note=job.note)
+    else:
+        run_id = row.id
+    store.update_run(run_id, status="failed", error=error, ended_at=time.time())
+    if trace:
+        run_dir = store.run_dir(run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "traceback.txt").write_text(trace)
+    return run_id
+
+
+def worker_main(conn: Connection, store_url: str, threads: int) -> None:
+    """A local worker process: set its share of the cores, then train the cells the parent sends."""
+    import torch
+
+    import sweeplab.tasks  # noqa: F401 - fills the registries before the first cell arrives
+
+    # Ctrl-C reaches every process of the terminal; the parent alone decides, and stops workers with
+    # SIGTERM, which `execute` turns into a clean `interrupted` (resumable) run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)  # N workers x (cores // N) threads: no oversubscription
+    store = open_store(store_url)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if job is None:
+            return
+        conn.send(run_job(job, store))
