@@ -276,6 +276,20 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
     print(f"{name}: ready in {fetch(get_source(name))}")
 
 
+# ------------------------------------------------------------------------------------------ report
+@app.command()
+def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME...",
+                                                help="experiment files or stored sweep names"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
+           store: Optional[str] = STORE) -> None:
+    """index.html (self-contained), report.md and figures/ from the run store only."""
+    from sweeplab.report.build import default_out_dir, write_report
+    from sweeplab.store import open_store
+
+    written = write_report(targets, open_store(store), out_dir or default_out_dir(targets))
+    print(f"report: {written.html} and {written.markdown} ({len(written.figures)} figure files)")
+
+
 # ------------------------------------------------------------------------------------------- sweep
 @app.command()
 def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="an experiment file"),

@@ -1,0 +1,362 @@
+"""The analysis section: every sentence is computed from the stored runs of this experiment.
+
+Nothing here is prose about what usually happens; each function reads numbers and says what they
+show (best configuration and margins, trends against a setting, convergence, over-fitting onset,
+divergence, and what has not finished or not run, with the reason the store gives).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from sweeplab.report.collect import CellData, Point, RunData
+from sweeplab.report.spec import Column, ReportSpec
+from sweeplab.report.values import (
+    CellValue,
+    cell_value,
+    direction,
+    fmt,
+    fmt_count,
+    fmt_mean,
+    fmt_value,
+    integral,
+    short,
+    versus_points,
+)
+
+QUALITY = ("loss", "ppl", "perplexity", "acc", "err", "exact")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    topic: str  # Best, Trend, Convergence, Over-fitting, Divergence, Status
+    text: str
+
+
+def analyse(spec: ReportSpec, cells: list[CellData], columns: list[Column], common_note: str | None) -> list[Sentence]:
+    sentences = best_sentences(spec, cells, columns)
+    sentences += trend_sentences(spec, cells)
+    sentences += convergence_sentences(spec, cells)
+    sentences += overfitting_sentences(cells)
+    sentences += divergence_sentences(cells)
+    sentences += status_sentences(spec, cells, common_note)
+    return sentences
+
+
+def who(cell: CellData, run: RunData) -> str:
+    return cell.label + (f" (seed {run.seed})" if len(cell.runs) > 1 else "")
+
+
+# ---------------------------------------------------------------------------------------- best
+def primary_column(columns: list[Column]) -> Column | None:
+    """The headline metric: a test, else valid, else any quality column (loss, ppl, accuracy)."""
+    quality = [c for c in columns if direction(c.metric) and any(w in c.metric.split("/")[-1] for w in QUALITY)]
+    for split in ("test/", "valid/"):
+        for column in quality:
+            if column.metric.startswith(split):
+                return column
+    return quality[0] if quality else next((c for c in columns if direction(c.metric)), None)
+
+
+def best_sentences(spec: ReportSpec, cells: list[CellData], columns: list[Column]) -> list[Sentence]:
+    primary = primary_column(columns)
+    if primary is None:
+        return []
+    ranked = _ranked(cells, primary, spec.seeds)
+    out = [Sentence("Best", _best_text(primary, ranked))]
+    others = [c for c in columns if c != primary and direction(c.metric)]
+    bests = [_leader_text(c, ranked) for c in others if len(ranked := _ranked(cells, c, spec.seeds)) > 1]
+    if bests:
+        out.append(Sentence("Best", "Best by the other columns — " + "; ".join(bests) + "."))
+    return out
+
+
+def _leader_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
+    top = [label for label, v in ranked if v.mean == ranked[0][1].mean]
+    who = top[0] if len(top) == 1 else " and ".join(top) + " tie"
+    return f"{column.title}: {who} ({_value_text(ranked[0][1], column.metric)})"
+
+
+def _ranked(cells: list[CellData], column: Column, seeds: int) -> list[tuple[str, CellValue]]:
+    values = [(cell.label, cell_value(cell, column.metric, column.aggregate, column.epoch, seeds)) for cell in cells]
+    sign = direction(column.metric)
+    return sorted([(label, v) for label, v in values if v.mean is not None], key=lambda lv: -sign * lv[1].mean)
+
+
+def _best_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
+    sign = direction(column.metric)
+    better = "higher" if sign > 0 else "lower"
+    what = f"{column.title} ({column.metric}, {column.aggregate}; {better} is better)"
+    if not ranked:
+        return f"No configuration has a {what} value yet."
+    (best, b), rest = ranked[0], ranked[1:]
+    if not rest:
+        return f"Only {best} has a {what} value so far: {_value_text(b, column.metric)}."
+    runner, r = rest[0]
+    if b.mean == r.mean:
+        return f"By {what}, {best} and {runner} tie at {_value_text(b, column.metric)}."
+    text = (f"Best configuration by {what}: {best} with {_value_text(b, column.metric)}, "
+            f"{_margin(b, r, better)} than the runner-up {runner} ({_value_text(r, column.metric)})")
+    if len(rest) > 1:
+        worst, w = rest[-1]
+        text += f", and {_margin(b, w, better)} than the worst, {worst} ({_value_text(w, column.metric)})"
+    return text + "." + _spread_text(b, r)
+
+
+def _margin(a: CellValue, b: CellValue, better: str) -> str:
+    gap = abs(a.mean - b.mean)
+    relative = f" ({gap / abs(b.mean):.1%})" if b.mean else ""
+    return f"{fmt(gap, like=gap)}{relative} {better}"
+
+
+def _spread_text(b: CellValue, r: CellValue) -> str:
+    """With seeds: is the margin larger than the seeds' spread?"""
+    if b.std is None or r.std is None:
+        return ""
+    gap, spread = abs(b.mean - r.mean), b.std + r.std
+    size = "larger" if gap > spread else "not larger"
+    return (f" The margin is {size} than the two standard deviations together "
+            f"({fmt(b.std, like=b.std)} + {fmt(r.std, like=r.std)}).")
+
+
+def _value_text(v: CellValue, metric: str) -> str:
+    return fmt_mean(v, integral(metric, [v])) + (f" over {v.n} seeds" if v.n > 1 else "")
+
+
+# ------------------------------------------------------------------------------------- trends
+def trend_sentences(spec: ReportSpec, cells: list[CellData]) -> list[Sentence]:
+    out = []
+    for fs in spec.figures:
+        if fs.kind != "versus":
+            continue
+        for line, points in versus_points(cells, fs.x, fs.metric, fs.aggregate).items():
+            if len(points) > 1:
+                out.append(Sentence("Trend", _trend_text(fs.metric, fs.aggregate, fs.x, line, points)))
+    return out
+
+
+def _trend_text(metric: str, aggregate: str, x_key: str, line: str, points: dict) -> str:
+    numeric = all(isinstance(x, int | float) for x in points)
+    xs = sorted(points, key=lambda x: x if numeric else str(x))
+    ys = [statistics.fmean(points[x]) for x in xs]
+    where = f" for {line}" if line else ""
+    head = f"{metric} ({aggregate}) versus {x_key}{where}"
+    pairs = list(zip(ys, ys[1:], strict=False))
+    if all(b <= a for a, b in pairs) or all(b >= a for a, b in pairs):
+        verb = "falls" if ys[-1] < ys[0] else ("rises" if ys[-1] > ys[0] else "stays")
+        return (f"{head}: {verb} monotonically from {fmt_value(ys[0])} at {x_key}={xs[0]} "
+                f"to {fmt_value(ys[-1])} at {x_key}={xs[-1]}.")
+    hi, lo = max(range(len(ys)), key=ys.__getitem__), min(range(len(ys)), key=ys.__getitem__)
+    return (f"{head}: not monotonic; highest at {x_key}={xs[hi]} ({fmt_value(ys[hi])}), lowest at "
+            f"{x_key}={xs[lo]} ({fmt_value(ys[lo])}), {fmt_value(ys[-1])} at the largest {x_key}={xs[-1]}.")
+
+
+# -------------------------------------------------------------------------------- convergence
+@dataclass(frozen=True)
+class Convergence:
+    at: float | None  # step or epoch of convergence; None: not (yet) converged
+    unit: str  # "step" or "epoch"
+    detail: str = ""  # why not converged
+
+
+def convergence_sentences(spec: ReportSpec, cells: list[CellData]) -> list[Sentence]:
+    out, reached = [], []
+    for cell in cells:
+        found = [(run, c) for run in cell.runs if (c := convergence(run, spec.convergence_threshold)) is not None]
+        if not found:
+            continue
+        text, mean = _convergence_text(cell, found)
+        out.append(Sentence("Convergence", text))
+        if mean is not None:
+            reached.append((mean, cell.label, found[0][1].unit))
+    if len(reached) > 1:
+        out.append(Sentence("Convergence", _fastest_text(reached)))
+    return out
+
+
+def _fastest_text(reached: list[tuple[float, str, str]]) -> str:
+    unit = reached[0][2]
+    fast, slow = min(r[0] for r in reached), max(r[0] for r in reached)
+    if fast == slow:
+        return f"Every configuration that converges does so at the same {unit} ({fmt_count(fast)})."
+    fastest = " and ".join(label for at, label, _ in reached if at == fast)
+    slowest = " and ".join(label for at, label, _ in reached if at == slow)
+    return f"Fastest to converge: {fastest} ({unit} {fmt_count(fast)}); slowest: {slowest} ({unit} {fmt_count(slow)})."
+
+
+def convergence(run: RunData, threshold: float | None = None) -> Convergence | None:
+    """From the task's summary (convergence_step, or converged = 0; convergence_epoch), else the first
+    evaluation from which accuracy stays >= the threshold (the experiment's, else the run's
+    train.converged_at); None for a run without a notion of convergence."""
+    summary = run.summary
+    if _finite(summary.get("convergence_step")):
+        return Convergence(summary["convergence_step"], "step")
+    if _finite(summary.get("convergence_epoch")):
+        return Convergence(summary["convergence_epoch"], "epoch")
+    threshold = threshold or run.flat_config.get("train.converged_at")
+    metric = _accuracy_metric(run)
+    if threshold is None or metric is None:
+        return Convergence(None, "step", _not_reached(run, None, None)) if summary.get("converged") == 0 else None
+    unit = "step" if run.step_based else "epoch"
+    at = None
+    for p in run.series[metric]:  # the first evaluation from which accuracy stays at or above the threshold
+        if not (math.isfinite(p.value) and p.value >= threshold):
+            at = None
+        elif at is None:
+            at = p.step if unit == "step" else p.epoch
+    return Convergence(at, unit, "" if at is not None else _not_reached(run, metric, threshold))
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def _accuracy_metric(run: RunData) -> str | None:
+    for split in ("valid", "test"):
+        for key in run.series:
+            if key.startswith(split + "/") and "acc" in key.split("/")[1]:
+                return key
+    return None
+
+
+def _not_reached(run: RunData, metric: str | None, threshold: float | None) -> str:
+    text = f"did not converge by {run.progress()}" if run.done else f"has not converged yet at {run.progress()}"
+    if metric and threshold is not None:
+        best = max((p.value for p in run.series[metric] if math.isfinite(p.value)), default=None)
+        text += f" ({metric} does not stay ≥ {threshold:g}" + (f"; best {fmt_value(best)}" if best is not None else "")
+        text += ")"
+    return text
+
+
+def _convergence_text(cell: CellData, found: list[tuple[RunData, Convergence]]) -> tuple[str, float | None]:
+    unit = found[0][1].unit
+    done = [c.at for _, c in found if c.at is not None]
+    failed = [f"{who(cell, run)} {c.detail}" for run, c in found if c.at is None]
+    mean = statistics.fmean(done) if done else None
+    if done and len(found) == 1:
+        head = f"{cell.label} converges at {unit} {fmt_count(done[0])}"
+    elif done:
+        spread = f" ± {statistics.stdev(done):,.1f}" if len(done) > 1 else ""
+        head = f"{cell.label} converges at {unit} {fmt_count(mean)}{spread} ({len(done)} of {len(found)} seeds)"
+    else:
+        head = ""
+    return "; ".join(filter(None, [head, *failed])) + ".", mean
+
+
+# ------------------------------------------------------------------------------- over-fitting
+def overfitting_sentences(cells: list[CellData]) -> list[Sentence]:
+    out, judged = [], 0
+    for cell in cells:
+        for run in cell.runs:
+            train, held_out = _by_eval(run, "train/loss"), _held_out_loss(run)
+            if len(train) < 3 or held_out is None:
+                continue
+            judged += 1
+            found = overfitting_onset(train, held_out[1])
+            if found is not None:
+                text = _onset_text(who(cell, run), "step" if run.step_based else "epoch", held_out[0], train,
+                                   held_out[1], found)
+                out.append(Sentence("Over-fitting", text))
+    if not out:
+        text = (f"No run over-fits: in none of the {judged} runs with three or more evaluations does the "
+                f"held-out loss rise for good while the training loss falls." if judged else
+                "Over-fitting cannot be judged yet: no run has three or more evaluations.")
+        out.append(Sentence("Over-fitting", text))
+    return out
+
+
+def overfitting_onset(train: dict[int, float], held_out: dict[int, float]) -> int | None:
+    """The first evaluation e where the held-out loss rises while the training loss falls, and stays so:
+    at e and every later evaluation (at least one more, to see it stay) the held-out loss is above its
+    value just before e and the training loss below its own."""
+    points = sorted(set(train) & set(held_out))
+    for i in range(1, len(points) - 1):
+        before = points[i - 1]
+        if all(held_out[e] > held_out[before] and train[e] < train[before] for e in points[i:]):
+            return points[i]
+    return None
+
+
+def _onset_text(name: str, unit: str, metric: str, train: dict[int, float], held: dict[int, float],
+                onset: int) -> str:
+    points = sorted(set(train) & set(held))
+    before, last = points[points.index(onset) - 1], points[-1]
+    return (f"{name} over-fits from {unit} {onset:,}: {metric} rises from {fmt_value(held[before])} ({unit} "
+            f"{before:,}) to {fmt_value(held[last])} ({unit} {last:,}) while train/loss falls from "
+            f"{fmt_value(train[before])} to {fmt_value(train[last])}.")
+
+
+def _held_out_loss(run: RunData) -> tuple[str, dict[int, float]] | None:
+    for metric in ("valid/loss", "test/loss"):
+        series = _by_eval(run, metric)
+        if len(series) >= 3:
+            return metric, series
+    return None
+
+
+def _by_eval(run: RunData, metric: str) -> dict[int, float]:
+    """The last finite value at each evaluation: by step for step-based tasks, else by epoch."""
+    return {(p.step if run.step_based else p.epoch): p.value
+            for p in run.series.get(metric, []) if math.isfinite(p.value)}
+
+
+# --------------------------------------------------------------------------------- divergence
+def divergence_sentences(cells: list[CellData]) -> list[Sentence]:
+    runs = [(cell, run) for cell in cells for run in cell.runs]
+    out = []
+    for cell, run in runs:
+        where = run.divergence()
+        if run.row.status != "diverged" and where is None:
+            continue
+        out.append(Sentence("Divergence", f"{who(cell, run)} diverged {_where(run, where)}."))
+    if not out and runs:
+        out.append(Sentence("Divergence", f"No run diverged (of {len(runs)} stored runs)."))
+    return out
+
+
+def _where(run: RunData, point: Point | None) -> str:
+    error = f": {short(run.row.error, 120)}" if run.row.error else ""
+    if point is None:
+        return f"after epoch {run.row.epoch}{error}"
+    return f"at epoch {point.epoch}, step {fmt(point.step)}{error}"
+
+
+# -------------------------------------------------------------------------------------- status
+def status_sentences(spec: ReportSpec, cells: list[CellData], common_note: str | None) -> list[Sentence]:
+    runs = [(cell, run) for cell in cells for run in cell.runs]
+    out = [Sentence("Status", unfinished_text(who(cell, run), run))
+           for cell, run in runs if run.row.status in ("running", "interrupted", "failed")]
+    if common_note:
+        out.append(Sentence("Status", f"Every run: {common_note}."))
+    else:
+        out += [Sentence("Status", f"{who(cell, run)}: {run.row.note}.") for cell, run in runs if run.row.note]
+    out += [Sentence("Status", f"{who(cell, run)} is imported, not trained by sweeplab.")
+            for cell, run in runs if run.row.status == "imported" and not run.row.note]
+    out += [Sentence("Status", f"{who(cell, run)} is shown from an earlier sweep (another scale or budget): "
+                               "the last sweep's run of this cell is not stored yet.")
+            for cell in cells for run in cell.extra.get("stale", [])]
+    missing = [cell.label for cell in cells if not cell.runs]
+    if missing:
+        out.append(Sentence("Status", f"Not run: {', '.join(missing)} ({len(missing)} of {len(cells)} cells have no "
+                                      f"stored run under sweep {spec.name!r})."))
+    short_of = [f"{cell.label} ({len(cell.runs)})" for cell in cells if 0 < len(cell.runs) < spec.seeds]
+    if short_of:
+        out.append(Sentence("Status", f"Fewer seeds than the {spec.seeds} asked for: {', '.join(short_of)}."))
+    extra = [cell.label for cell in cells if not cell.expected]
+    if extra:
+        out.append(Sentence("Status", "Stored under the sweep but not among the experiment's cells: "
+                                      f"{', '.join(extra)}."))
+    finished = sum(run.row.status == "finished" for _, run in runs)
+    if runs and finished == len(runs) and not missing:
+        out.append(Sentence("Status", f"All {len(runs)} runs finished."))
+    return out
+
+
+def unfinished_text(name: str, run: RunData) -> str:
+    progress = run.progress()
+    if run.row.status == "running":
+        return f"{name} is still running: {progress} stored."
+    if run.row.status == "interrupted":
+        return f"{name} was interrupted after {progress}; `sweeplab sweep` resumes it from its last checkpoint."
+    return f"{name} failed at {progress}: {short(run.row.error or 'no error stored', 160)}."

@@ -1,0 +1,208 @@
+"""One number per run and per cell: aggregates of a metric series, seeds as mean ± std (n), formatting.
+
+Where a number cannot be given, the reason is given instead (not run, running, failed, diverged...):
+nothing in the report is blank without saying why.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from sweeplab.report.collect import CellData, Point, RunData
+
+_HIGHER = ("acc", "exact", "f1", "auc", "_per_s", "precision", "recall")
+_LOWER = ("loss", "ppl", "perplexity", "err", "ms_per", "time", "convergence")
+
+
+def direction(metric: str) -> int:
+    """+1 if higher is better, -1 if lower is better, 0 if neither (params, epochs)."""
+    name = metric.split("/")[-1].lower()
+    if any(word in name for word in _HIGHER):
+        return 1
+    if any(word in name for word in _LOWER) or name.endswith("_s"):
+        return -1
+    return 0
+
+
+@dataclass(frozen=True)
+class RunValue:
+    value: float | None  # None: no number; `reason` says why
+    reason: str | None = None
+
+
+def run_value(run: RunData, metric: str, aggregate: str = "final", epoch: int | None = None) -> RunValue:
+    """A run's `metric` reduced by `aggregate`; a summary value when the run has no such series."""
+    points = run.series.get(metric)
+    if not points:
+        if metric in run.summary and math.isfinite(run.summary[metric]):
+            return RunValue(run.summary[metric])
+        return RunValue(None, missing_reason(run, metric))
+    if aggregate == "at-epoch":
+        at = [p for p in points if p.epoch == epoch]
+        if not at:
+            return RunValue(None, f"no epoch {epoch} (ran {max(p.epoch for p in points)})")
+        points = at[-1:]
+    if aggregate in ("final", "at-epoch"):
+        last = points[-1].value
+        return RunValue(last) if math.isfinite(last) else RunValue(None, status_reason(run))
+    return _reduce(run, points, metric, aggregate)
+
+
+def _reduce(run: RunData, points: list[Point], metric: str, aggregate: str) -> RunValue:
+    finite = [p.value for p in points if math.isfinite(p.value)]
+    if not finite:
+        return RunValue(None, status_reason(run))
+    if aggregate == "best":
+        aggregate = "max" if direction(metric) > 0 else "min"
+    reduce = {"min": min, "max": max, "mean": statistics.fmean}[aggregate]
+    return RunValue(reduce(finite))
+
+
+def missing_reason(run: RunData, metric: str) -> str:
+    if not run.done:
+        return status_reason(run)
+    if metric.startswith("convergence") and run.summary.get("converged") == 0:
+        return f"not converged by {run.progress()}"  # the task stores converged = 0 and no step
+    return f"{metric} not recorded"
+
+
+def status_reason(run: RunData) -> str:
+    """Why a run has no (final) number, in a few words."""
+    row = run.row
+    progress = run.progress()
+    if row.status == "running":
+        return f"running ({progress} stored)"
+    if row.status == "interrupted":
+        return f"interrupted after {progress}"
+    if row.status == "failed":
+        return f"failed: {short(row.error or 'no error stored')}"
+    if row.status == "diverged":
+        where = run.divergence()
+        return f"diverged at epoch {where.epoch}" if where else "diverged"
+    return row.status
+
+
+def short(text: str, limit: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class CellValue:
+    """A cell's number over its seeds, or why there is none."""
+
+    mean: float | None
+    std: float | None  # None with fewer than two values
+    n: int  # runs that gave a value
+    expected: int  # seeds the experiment asks for (or the runs stored, if more)
+    reasons: tuple[str, ...]  # why runs gave no value; ("not run: ...",) for a cell without runs
+    tags: tuple[str, ...]  # statuses of unfinished runs whose (partial) numbers are in the mean
+
+    @property
+    def has_value(self) -> bool:
+        return self.mean is not None
+
+
+def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int | None = None,
+               expected: int = 1) -> CellValue:
+    values, reasons, tags = [], [], []
+    for run in cell.runs:
+        got = run_value(run, metric, aggregate, epoch)
+        if got.value is None:
+            reasons.append(got.reason or "no value")
+            continue
+        values.append(got.value)
+        if not run.done:
+            tags.append(run.row.status)
+    if not cell.runs:
+        reasons.append(cell.extra.get("not_run", "not run"))
+    mean = statistics.fmean(values) if values else None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return CellValue(mean, std, len(values), max(expected, len(cell.runs)), tuple(dict.fromkeys(reasons)),
+                     tuple(dict.fromkeys(tags)))
+
+
+# ---------------------------------------------------------------------------------- formatting
+def fmt(value: float, like: float | None = None) -> str:
+    """A number for a table: integers with thousands separators, others with sensible digits.
+    `like`: format with the decimals `like` would get (a std next to its mean), never as an integer."""
+    ref = abs(value if like is None else like)
+    if like is None and value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if ref >= 1000:
+        return f"{value:,.0f}"
+    if ref >= 100:
+        return f"{value:.1f}"
+    if ref >= 1:
+        return f"{value:.3f}" if ref < 10 else f"{value:.2f}"
+    if ref >= 1e-3 or ref == 0:
+        return f"{value:.4f}"
+    return f"{value:.3g}"
+
+
+def fmt_mean(cv: CellValue, integral: bool = False) -> str:
+    """`mean ± std` (the std in the mean's decimals), or the single value; `integral`: a count (params)."""
+    if not cv.std:  # one seed, or identical over seeds (a parameter count): no spread to show
+        return fmt_count(cv.mean) if integral else fmt_value(cv.mean)
+    if integral:  # counts over seeds: a tenth is precision enough
+        return f"{cv.mean:,.1f} ± {cv.std:,.1f}"
+    return f"{fmt_value(cv.mean)} ± {fmt(cv.std, like=cv.mean)}"
+
+
+def fmt_cell(cv: CellValue, integral: bool = False) -> str:
+    """`mean ± std (n=k)` with several seeds, the value alone with one; unfinished runs tagged;
+    without a value, the reason."""
+    if cv.mean is None:
+        return "; ".join(cv.reasons) or "no value"
+    extras = []
+    if cv.expected > 1:
+        extras.append(f"n={cv.n}" if cv.n == cv.expected else f"n={cv.n} of {cv.expected}")
+    extras += cv.tags
+    return fmt_mean(cv, integral) + (f" ({'; '.join(extras)})" if extras else "")
+
+
+def integral(metric: str, values: list[CellValue]) -> bool:
+    """A column of counts: a summary key (params, epochs, convergence_step), not a `split/name` measurement,
+    with every value a whole number."""
+    return "/" not in metric and all(v.mean == int(v.mean) for v in values if v.mean is not None)
+
+
+def fmt_count(value: float) -> str:
+    """A step, epoch or count: whole numbers as such, a mean over seeds with one decimal."""
+    return f"{int(value):,}" if value == int(value) else f"{value:,.1f}"
+
+
+def fmt_value(value: float) -> str:
+    """A metric value in a sentence: always with decimals (4.000, not 4)."""
+    return fmt(value, like=value)
+
+
+# ------------------------------------------------------------------------------ versus a setting
+def versus_points(cells: list[CellData], x_key: str, metric: str,
+                  aggregate: str = "final") -> dict[str, dict[Any, list[float]]]:
+    """{line: {x: [one value per run]}}: a line per value of the other axes (the label without `x_key`)."""
+    groups: dict[str, dict[Any, list[float]]] = {}
+    for cell in cells:
+        line = label_without(cell.label, x_key)
+        for run in cell.runs:
+            x = run.flat_config.get(x_key, label_value(cell.label, x_key))
+            got = run_value(run, metric, aggregate)
+            if x is None or got.value is None:
+                continue
+            x = x if isinstance(x, int | float | str) else str(x)
+            groups.setdefault(line, {}).setdefault(x, []).append(got.value)
+    return groups
+
+
+def label_without(label: str, key: str) -> str:
+    return ",".join(part for part in label.split(",") if part.partition("=")[0].strip() != key)
+
+
+def label_value(label: str, key: str) -> str | None:
+    for part in label.split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
