@@ -278,7 +278,7 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
 
 # ------------------------------------------------------------------------------------------ report
 @app.command()
-def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME...",
+def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME",
                                                 help="experiment files or stored sweep names"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
            store: Optional[str] = STORE) -> None:
