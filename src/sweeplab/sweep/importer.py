@@ -8,6 +8,9 @@ course handout) fill table cells with their provenance (status `imported`, note 
                         | End of training | test loss  4.97 | test ppl   144.54
   imagenet              Epoch: [0][ 10/5005]  Time  0.321 ( 0.456)  ...  Loss 6.9e+00 (6.9e+00)  Acc@1 0.00 (0.10) ...
                          * Acc@1 75.432 Acc@5 92.118          (once per epoch, after validation)
+
+The log's own numbers are stored as the tasks store theirs (lm: loss/ppl; image: accuracies as
+fractions); what a log does not print (the model, its size) can be told as KEY=VALUE overrides.
 """
 from __future__ import annotations
 
@@ -109,7 +112,9 @@ _METER = re.compile(rf"(Time|Loss|Acc@1|Acc@5)\s+({_NUMBER})\s*\(\s*({_NUMBER})\
 
 
 def parse_image(lines: list[str]) -> Parsed:
-    """Accuracies stay in percent, as the log prints them (and as the image task stores acc1/acc5)."""
+    """Per epoch: the last training line's running averages (loss, Acc@1, Acc@5, batch time) and the
+    summary of the evaluation that follows. The script evaluates the official validation images, which
+    the image task holds out as its `test` split; accuracies become fractions, as the image task stores them."""
     parsed, last_train = Parsed(), {}
     for line in lines:
         text = line.strip()
@@ -120,13 +125,19 @@ def parse_image(lines: list[str]) -> Parsed:
         elif match := _IMAGE_SUMMARY.match(text):
             epoch = parsed.epochs + 1
             step, meters = last_train.get(epoch, (parsed.steps, {}))
-            if meters:
-                parsed.add(step, epoch, "train", _renamed(meters, {"Loss": "loss", "Acc@1": "acc1", "Acc@5": "acc5"}))
-                if "Time" in meters:
-                    parsed.add(step, epoch, "train", {"ms_per_batch": meters["Time"] * 1000})
-            parsed.add(step, epoch, "valid", {"acc1": float(match.group(1)), "acc5": float(match.group(2))})
+            parsed.add(step, epoch, "train", _image_train(meters))
+            parsed.add(step, epoch, "test", {"acc1": float(match.group(1)) / 100, "acc5": float(match.group(2)) / 100})
             parsed.epochs, parsed.steps = epoch, max(parsed.steps, step)
     return parsed
+
+
+def _image_train(meters: dict[str, float]) -> dict[str, float]:
+    values = {name: meters[key] / 100 for key, name in (("Acc@1", "acc1"), ("Acc@5", "acc5")) if key in meters}
+    if "Loss" in meters:
+        values["loss"] = meters["Loss"]
+    if "Time" in meters:
+        values["ms_per_batch"] = meters["Time"] * 1000
+    return values
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -171,7 +182,7 @@ def _summary(parsed: Parsed) -> dict[str, float]:
     """Last value of each metric, epochs and steps, and the best epoch by the validation metric."""
     last = {m.key: m.value for m in parsed.metrics}
     summary = {**last, "epochs": float(parsed.epochs), "steps": float(parsed.steps)}
-    valid = [(m.epoch, m.value) for m in parsed.metrics if m.key in ("valid/loss", "valid/acc1") and
+    valid = [(m.epoch, m.value) for m in parsed.metrics if m.key in ("valid/loss", "test/acc1") and
              math.isfinite(m.value)]
     if valid:
         lower_is_better = any(m.key == "valid/loss" for m in parsed.metrics)

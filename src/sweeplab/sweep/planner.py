@@ -78,23 +78,20 @@ def cost_signature(cell: Cell) -> str:
 def calibrate(cell: Cell) -> Calibration:
     """Time the pieces of one run of `cell` in a throwaway store (nothing reaches the sweep's store)."""
     from sweeplab.engine.device import get_device, synchronize
-    from sweeplab.engine.runner import seed_everything
-    from sweeplab.engine.trainer import Trainer
-    from sweeplab.registry import TASKS
     from sweeplab.store import open_store
 
     cfg = cell.cfg
+    device = get_device(cfg.device)
     with tempfile.TemporaryDirectory(prefix="sweeplab-calibration-") as tmp:
         store = open_store(f"sqlite:///{tmp}/calibration.sqlite")
         run_dir = Path(tmp) / "run"
+        # Set up once untimed: a dataset's first build prepares its cache and a process's first trainer
+        # loads TensorBoard; a sweep's runs pay neither (the cache is shared, each worker loads it once).
+        _setup(cfg, device, store, Path(tmp) / "warm-up").recorder.close()
         start = time.perf_counter()
-        device = get_device(cfg.device)
-        seed_everything(cfg.seed)
-        task = TASKS.get(cfg.task, key="task").obj(cfg, device)
-        model = task.build()
-        run_id = store.create_run(key="calibration", name="calibration", task=cfg.task, config={}, env={})
-        trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=True)
+        trainer = _setup(cfg, device, store, run_dir)
         setup_s = time.perf_counter() - start
+        task, model = trainer.task, trainer.model
         try:
             step_s = _time_steps(trainer, lambda: synchronize(device))
             eval_s = _timed(lambda: [task.evaluate(trainer.forward_model, s) for s in task.eval_splits])
@@ -105,6 +102,19 @@ def calibrate(cell: Cell) -> Calibration:
             trainer.recorder.close()
         return Calibration(setup_s, step_s, eval_s, checkpoint_s, final_s, task.batches_per_epoch(),
                            task.eval_interval())
+
+
+def _setup(cfg: Any, device: Any, store: Any, run_dir: Path) -> Any:
+    """What `execute` does before the first step: seed, data, model, run row, trainer."""
+    from sweeplab.engine.runner import seed_everything
+    from sweeplab.engine.trainer import Trainer
+    from sweeplab.registry import TASKS
+
+    seed_everything(cfg.seed)
+    task = TASKS.get(cfg.task, key="task").obj(cfg, device)
+    model = task.build()
+    run_id = store.create_run(key="calibration", name="calibration", task=cfg.task, config={}, env={})
+    return Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=True)
 
 
 def _time_steps(trainer: Any, sync: Callable[[], None]) -> float:
@@ -256,7 +266,7 @@ def make_plan(cells: list[Cell], done: set[str], *, budget: str | None, workers:
                     cp.est_full_s = calibration.cost(steps_of(cp.unit, cp.full, calibration))
             plans.append((cp, calibrations.get(cost_signature(cell))))
     calibration_s = time.perf_counter() - start
-    budget_s = parse_budget(budget) if budget else None
+    budget_s = parse_budget(budget) if budget is not None else None
     plan = Plan(budget, budget_s, workers, scale, dict(overrides), [cp for cp, _ in plans], calibration_s)
     _choose(plan, plans, None if budget_s is None else budget_s - calibration_s)
     return plan

@@ -66,7 +66,7 @@ def run_sweep(path: str | Path, opts: SweepOptions, console: Console | None = No
     store = open_store(opts.store_url)
     threads = threads_per_worker(opts.workers)
     plan = None
-    if opts.budget or opts.plan_only:
+    if opts.budget is not None or opts.plan_only:
         plan = _plan(store, experiment, cells, scale, opts, threads, console)
         cells = plan.apply(cells, where)
     store.save_sweep(experiment.name, experiment.task, sweep_spec(experiment, where, scale, cells, plan, opts), scale)
@@ -81,7 +81,7 @@ def _check_options(opts: SweepOptions) -> None:
         raise UserError(f"--executor: {opts.executor!r} is not accepted; accepted: {', '.join(EXECUTORS)}")
     if opts.workers < 1:
         raise UserError(f"--workers: {opts.workers} must be at least 1")
-    if opts.budget:
+    if opts.budget is not None:
         parse_budget(opts.budget)
     if opts.executor == "ray":
         check_ray(opts.store_url or os.environ.get("SWEEPLAB_STORE") or "sqlite:///")
@@ -93,7 +93,7 @@ def _check_options(opts: SweepOptions) -> None:
 def _plan(store: Store, experiment: Experiment, cells: list[Cell], scale: str | None, opts: SweepOptions,
           threads: int, console: Console) -> Plan:
     """The stored plan when it stands for the same cells and settings (keys stay stable); else a new one."""
-    budget_s = parse_budget(opts.budget) if opts.budget else None
+    budget_s = parse_budget(opts.budget) if opts.budget is not None else None
     stored = store.get_sweep(experiment.name)
     if stored and stored["spec"].get("plan"):
         plan = Plan.from_dict(stored["spec"]["plan"])
