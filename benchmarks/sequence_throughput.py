@@ -1,0 +1,125 @@
+"""Sequence puzzles on CPU: training steps/s, and the wall time of the palindrome length sweep.
+
+1. Steps/s of the engine's training loop (a fresh batch generated each step, forward, backward, clip,
+   RMSprop), read from the runs' own `train/ms_per_batch`: palindrome length 20 with the hand-written
+   `rnn` and `lstm`, addition with 10 digits and `gru`. Beside the hand-written models, a plain loop
+   with torch.nn.RNN / nn.LSTM of the same size shows what unrolling by hand costs.
+2. The palindrome length sweep 5, 10, 15, 20 (vanilla RNN, course settings) at quick scale, each
+   length a separate run through the runner: wall time per length and in all, test accuracy and
+   convergence step.
+
+Prints one JSON object (and, with --markdown, the table for benchmarks/RESULTS.md).
+
+    .venv/bin/python benchmarks/sequence_throughput.py [--steps 300] [--quick-steps 2000] [--threads 2] [--markdown]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sweeplab.config import resolve
+from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.store import open_store
+
+THROUGHPUT = {
+    "palindrome L20 rnn": ("palindrome", {"model": "rnn", "data.length": 20}),
+    "palindrome L20 lstm": ("palindrome", {"model": "lstm", "data.length": 20}),
+    "addition 10 digits gru": ("addition", {"model": "gru", "data.max_digits": 10}),
+}
+SWEEP_LENGTHS = (5, 10, 15, 20)
+
+
+def run(task: str, overrides: dict, store_url: str) -> tuple[dict[str, float], float]:
+    cfg = resolve(task, {"device": "cpu", **overrides})
+    start = time.perf_counter()
+    result = execute(cfg, open_store(store_url), RunOptions(quiet=True))
+    return result.metrics, time.perf_counter() - start
+
+
+def engine_steps_per_s(task: str, overrides: dict, steps: int, store_url: str) -> float:
+    """One epoch of `steps` steps; the engine times it (data generation included, evaluation not)."""
+    metrics, _ = run(task, {**overrides, "train.max_steps": steps, "train.eval_every": steps,
+                            "train.eval_batch_size": 100, "data.test_size": 100}, store_url)
+    return 1000.0 / metrics["train/ms_per_batch"]
+
+
+def torch_rnn_steps_per_s(kind: str, length: int, steps: int) -> float:
+    """The same model size with torch's own layer in a plain loop (scalar input, batch 128, hidden 128)."""
+    rnn = {"rnn": nn.RNN, "lstm": nn.LSTM}[kind](1, 128, batch_first=True)
+    head = nn.Linear(128, 10)
+    params = [*rnn.parameters(), *head.parameters()]
+    opt = torch.optim.RMSprop(params, lr=1e-2)
+    x, y = torch.randint(0, 10, (128, length - 1, 1)).float(), torch.randint(0, 10, (128,))
+    for i in range(steps + 10):
+        if i == 10:  # warm-up steps are not timed
+            start = time.perf_counter()
+        out, _ = rnn(x)
+        loss = F.cross_entropy(head(out[:, -1]), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+    return steps / (time.perf_counter() - start)
+
+
+def length_sweep(quick_steps: int, store_url: str) -> dict:
+    rows, start = [], time.perf_counter()
+    for length in SWEEP_LENGTHS:
+        metrics, wall = run("palindrome", {"data.length": length, "train.max_steps": quick_steps}, store_url)
+        rows.append({"length": length, "wall_s": round(wall, 2), "test_acc": metrics["test/acc"],
+                     "convergence_step": metrics.get("convergence_step")})
+    return {"quick_steps": quick_steps, "runs": rows, "total_wall_s": round(time.perf_counter() - start, 2)}
+
+
+def markdown(report: dict) -> str:
+    lines = ["| configuration | steps/s (engine) | steps/s (torch layer, plain loop) |", "|---|---|---|"]
+    for name, row in report["throughput"].items():
+        torch_layer = f"{row['torch_layer']:.0f}" if "torch_layer" in row else "—"
+        lines.append(f"| {name} | {row['engine']:.0f} | {torch_layer} |")
+    sweep = report["sweep"]
+    lines += ["", f"Palindrome length sweep, vanilla RNN, course settings, {sweep['quick_steps']} steps per run:", "",
+              "| length | wall s | test acc | convergence step |", "|---|---|---|---|"]
+    for row in sweep["runs"]:
+        step = "not converged" if row["convergence_step"] is None else f"{row['convergence_step']:.0f}"
+        lines.append(f"| {row['length']} | {row['wall_s']:.1f} | {row['test_acc']:.4f} | {step} |")
+    lines.append(f"| all four | {sweep['total_wall_s']:.1f} | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="timed training steps per throughput configuration")
+    parser.add_argument("--quick-steps", type=int, default=2000, help="steps per run of the length sweep")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table for RESULTS.md")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["SWEEPLAB_CACHE"] = os.path.join(root, "cache")
+        store_url = f"sqlite:///{root}/bench.sqlite"
+        throughput = {}
+        for name, (task, overrides) in THROUGHPUT.items():
+            throughput[name] = {"engine": engine_steps_per_s(task, overrides, args.steps, store_url)}
+            if task == "palindrome":
+                throughput[name]["torch_layer"] = torch_rnn_steps_per_s(overrides["model"], 20, args.steps)
+        sweep = length_sweep(args.quick_steps, store_url)
+    report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+              "throughput": throughput, "sweep": sweep}
+    print(json.dumps(report))
+    if args.markdown:
+        print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Recurrent models of the sequence puzzles.
+
+`palindrome`: a vanilla tanh RNN and an LSTM written out with explicit parameters and unrolled by
+hand, as the course skeleton asks (the tests check both against torch.nn.RNN / nn.LSTM with the
+same weights, values and gradients). They read (B, T, I) and classify the last step.
+`addition`: torch's own nn.RNN / nn.GRU / nn.LSTM stacks with a per-step digit classifier.
+Input and output sizes come from the dataset object (`input_dim`, `num_classes`).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from sweeplab.config import ModelConfig
+from sweeplab.registry import MODELS
+
+
+class PalindromeModelConfig(ModelConfig):
+    hidden: int = Field(128, gt=0, description="hidden units of the recurrent cell")
+
+
+class AdditionModelConfig(ModelConfig):
+    hidden: int = Field(128, gt=0, description="hidden units per layer")
+    nlayers: int = Field(1, ge=1, description="stacked recurrent layers")
+
+
+def _param(*shape: int, bound: float) -> nn.Parameter:
+    """U(-1/sqrt(H), 1/sqrt(H)): the initialisation torch.nn.RNN and nn.LSTM use."""
+    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+class VanillaRNN(nn.Module):
+    """h_t = tanh(W_hx x_t + W_hh h_{t-1} + b_h);  p = W_ph h_T + b_p  (Elman, 1990)."""
+
+    def __init__(self, input_dim: int, hidden: int, num_classes: int):
+        super().__init__()
+        k = 1 / math.sqrt(hidden)
+        self.W_hx = _param(hidden, input_dim, bound=k)
+        self.W_hh = _param(hidden, hidden, bound=k)
+        self.b_h = _param(hidden, bound=k)
+        self.W_ph = _param(num_classes, hidden, bound=k)
+        self.b_p = _param(num_classes, bound=k)
+
+    def states(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The hidden state after each step of x (B, T, I), each (B, H)."""
+        xh = x @ self.W_hx.T + self.b_h  # (B, T, H): the input terms of every step in one product
+        h = x.new_zeros(x.size(0), self.W_hh.size(0))  # (B, H)
+        for xh_t in xh.unbind(1):  # unbind, not xh[:, t]: one backward copy for all steps instead of one per step
+            h = torch.tanh(xh_t + h @ self.W_hh.T)
+            yield h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *_, h = self.states(x)  # the last hidden state (B, H)
+        return h @ self.W_ph.T + self.b_p  # (B, C)
+
+
+class HandLSTM(nn.Module):
+    """LSTM (Hochreiter & Schmidhuber, 1997, with forget gate: Gers et al., 2000), gate by gate:
+
+    g = tanh(W_gx x + W_gh h + b_g),  i = σ(W_ix x + W_ih h + b_i),  f = σ(W_fx x + W_fh h + b_f),
+    o = σ(W_ox x + W_oh h + b_o),  c = g ⊙ i + c ⊙ f,  h = tanh(c) ⊙ o;  p = W_ph h_T + b_p.
+    """
+
+    GATES = ("i", "f", "g", "o")  # torch.nn.LSTM's order of the stacked gate weights
+
+    def __init__(self, input_dim: int, hidden: int, num_classes: int):
+        super().__init__()
+        k = 1 / math.sqrt(hidden)
+        for gate in self.GATES:
+            setattr(self, f"W_{gate}x", _param(hidden, input_dim, bound=k))
+            setattr(self, f"W_{gate}h", _param(hidden, hidden, bound=k))
+            setattr(self, f"b_{gate}", _param(hidden, bound=k))
+        self.W_ph = _param(num_classes, hidden, bound=k)
+        self.b_p = _param(num_classes, bound=k)
+
+    def stacked(self, kind: str) -> torch.Tensor:
+        """The four gates' `kind` ('x', 'h' or bias) parameters stacked: one product per step, not four."""
+        name = "b_{}" if kind == "b" else "W_{}" + kind
+        return torch.cat([getattr(self, name.format(g)) for g in self.GATES])  # (4H, ...)
+
+    def states(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        W_h = self.stacked("h")  # (4H, H)
+        xg = x @ self.stacked("x").T + self.stacked("b")  # (B, T, 4H)
+        h = c = x.new_zeros(x.size(0), W_h.size(1))  # (B, H)
+        for xg_t in xg.unbind(1):  # see VanillaRNN.states
+            i, f, g, o = (xg_t + h @ W_h.T).chunk(4, dim=1)
+            c = torch.tanh(g) * torch.sigmoid(i) + c * torch.sigmoid(f)
+            h = torch.tanh(c) * torch.sigmoid(o)
+            yield h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *_, h = self.states(x)  # the last hidden state (B, H)
+        return h @ self.W_ph.T + self.b_p  # (B, C)
+
+
+class DigitRNN(nn.Module):
+    """A torch recurrent stack (rnn, gru or lstm) and a linear classifier on every step's output."""
+
+    def __init__(self, kind: str, input_dim: int, num_classes: int, cfg: AdditionModelConfig):
+        super().__init__()
+        layer = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind]
+        self.rnn = layer(input_dim, cfg.hidden, cfg.nlayers, batch_first=True)
+        self.decoder = nn.Linear(cfg.hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output, _ = self.rnn(x)  # (B, T, H)
+        return self.decoder(output)  # (B, T, C)
+
+
+@MODELS.register("rnn", group="palindrome", config=PalindromeModelConfig)
+def _palindrome_rnn(input_dim: int, num_classes: int, cfg: PalindromeModelConfig) -> VanillaRNN:
+    """Vanilla tanh RNN, explicit W_hx, W_hh, b_h, W_ph, b_p, unrolled by hand."""
+    return VanillaRNN(input_dim, cfg.hidden, num_classes)
+
+
+@MODELS.register("lstm", group="palindrome", config=PalindromeModelConfig)
+def _palindrome_lstm(input_dim: int, num_classes: int, cfg: PalindromeModelConfig) -> HandLSTM:
+    """LSTM with explicit gate parameters, unrolled by hand."""
+    return HandLSTM(input_dim, cfg.hidden, num_classes)
+
+
+def _digit_rnn(kind: str):
+    def create(input_dim: int, num_classes: int, cfg: AdditionModelConfig) -> DigitRNN:
+        return DigitRNN(kind, input_dim, num_classes, cfg)
+
+    create.__doc__ = {"rnn": "Elman RNN with tanh (torch.nn.RNN)", "gru": "GRU (Cho et al., 2014; torch.nn.GRU)",
+                      "lstm": "LSTM (Hochreiter & Schmidhuber, 1997; torch.nn.LSTM)"}[kind]
+    return create
+
+
+for _kind in ("rnn", "gru", "lstm"):
+    MODELS.register(_kind, group="addition", config=AdditionModelConfig)(_digit_rnn(_kind))
