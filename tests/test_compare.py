@@ -155,3 +155,13 @@ def test_parse_ref():
     assert parse_ref("abc") == ("abc", None) and parse_ref("my@run@3") == ("my@run", 3)
     with pytest.raises(UserError):
         parse_ref("abc@0")
+
+
+def test_toy2d_numpy_and_pytorch_runs_predict_alike(store_url):
+    runs = []
+    for model in ("mlp", "mlp_numpy"):
+        cfg = resolve("toy2d", {"model": model, "data.n_samples": 300, "train.epochs": 5})
+        runs.append(execute(cfg, open_store(store_url), RunOptions(quiet=True)).run_id)
+    out = compare(store_url, *runs)
+    assert out["n"] == 60 and out["agreement"] == 1.0 and out["a"]["accuracy"] == out["b"]["accuracy"]
+    assert (out["a"]["model"], out["b"]["model"]) == ("mlp", "mlp_numpy")

@@ -22,12 +22,11 @@ from sweeplab.data import images
 from sweeplab.data.images import (
     ImageDataConfig,
     Normalizer,
+    augment,
     channel_stats,
     load_decoded,
     load_images,
     plan_epoch,
-    random_crop,
-    random_flip,
 )
 from sweeplab.errors import UserError
 from sweeplab.store import open_store
@@ -344,24 +343,27 @@ def test_valid_holdout_is_fixed_and_disjoint_from_train(tmp_path):
 
 
 # --------------------------------------------------------------------------------- augmentation
-def test_random_crop_is_a_window_of_the_zero_padded_image():
-    x = torch.randint(1, 256, (4, 3, 6, 5), dtype=torch.uint8)
-    shifts = torch.tensor([[0, 0], [2, 2], [4, 1], [3, 4]])
-    out = random_crop(x, shifts, padding=2)
+def test_augment_crops_a_window_of_the_zero_padded_image_then_flips_it():
+    x = torch.randint(1, 256, (5, 3, 6, 5), dtype=torch.uint8)
+    shifts = torch.tensor([[0, 0], [2, 2], [4, 1], [3, 4], [2, 2]])
+    flips = torch.tensor([False, False, True, True, False])
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    for b, (dy, dx) in enumerate(shifts.tolist()):
-        assert torch.equal(out[b], padded[b, :, dy:dy + 6, dx:dx + 5])
-    assert torch.equal(out[1], x[1])  # the centred window is the image itself
+    windows = [padded[b, :, dy:dy + 6, dx:dx + 5] for b, (dy, dx) in enumerate(shifts.tolist())]
+    out = augment(x, shifts, flips, padding=2)
+    for b, window in enumerate(windows):
+        assert torch.equal(out[b], window.flip(-1) if flips[b] else window)
+    assert torch.equal(out[1], x[1])  # the centred window, not flipped, is the image itself
+    assert torch.equal(augment(x, shifts, None, 2), torch.stack(windows))
+    assert torch.equal(augment(x, None, flips, 0)[2], x[2].flip(-1)) and augment(x, None, None, 0) is x
 
 
-def test_flip_and_normalize():
+def test_normalize():
     x = torch.randint(0, 256, (3, 2, 4, 4), dtype=torch.uint8)
-    flips = torch.tensor([True, False, True])
-    out = random_flip(x, flips)
-    assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[1], x[1])
     mean, std = torch.tensor([0.2, 0.6]), torch.tensor([0.3, 0.1])
     y = Normalizer(mean, std, torch.device("cpu"))(x)
     assert torch.allclose(y, (x.float() / 255 - mean[:, None, None]) / std[:, None, None], atol=1e-5)
+    assert Normalizer(mean, std, torch.device("cpu"), channels_last=True)(x).is_contiguous(
+        memory_format=torch.channels_last)
 
 
 def test_epoch_plan_is_a_function_of_seed_and_epoch():
@@ -371,3 +373,9 @@ def test_epoch_plan_is_a_function_of_seed_and_epoch():
     assert torch.equal(a.order, b.order) and torch.equal(a.shifts, b.shifts) and torch.equal(a.flips, b.flips)
     assert not torch.equal(a.order, c.order)
     assert sorted(a.order.tolist()) == list(range(100)) and int(a.shifts.max()) <= 8 and 20 < int(a.flips.sum()) < 80
+
+
+def test_a_folder_without_cifar_batches_names_both_versions(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither the binary version .* nor the python version"):
+        fmt.decode_cifar10(tmp_path / "empty")

@@ -156,3 +156,30 @@ def test_every_dataset_model_pair_trains_a_few_batches(small_data, store_url, da
     assert ("valid/acc1" in result.metrics) == (dataset in ("cifar10", "mnist"))
     run_dir = open_store(store_url).run_dir(result.run_id)
     assert checkpoint.list_epochs(run_dir) == [1] and (run_dir / "classes.txt").is_file()
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Batches and augmentation are drawn from (seed, epoch): resuming after epoch 1 changes nothing."""
+    from sweeplab.tasks.image import ImageTask
+
+    cfg = resolve("image", {"data": "digits", "model": "vgg8", "data.train_limit": 32, "data.test_limit": 8,
+                            "data.crop_padding": 1, "data.flip": True, "train.batch_size": 8, "train.epochs": 2})
+    straight = open_store(f"sqlite:///{tmp_path / 'a' / 'runs.sqlite'}")
+    reference = execute(cfg, straight, RunOptions(quiet=True))
+
+    batches = ImageTask.train_batches
+
+    def interrupt_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return batches(self, epoch)
+
+    resumed = open_store(f"sqlite:///{tmp_path / 'b' / 'runs.sqlite'}")
+    monkeypatch.setattr(ImageTask, "train_batches", interrupt_epoch_2)
+    assert execute(cfg, resumed, RunOptions(quiet=True)).status == "interrupted"
+    monkeypatch.setattr(ImageTask, "train_batches", batches)
+    result = execute(cfg, resumed, RunOptions(quiet=True))
+    assert result.status == "finished" and result.metrics["test/loss"] == reference.metrics["test/loss"]
+    weights = [checkpoint.load(checkpoint.epoch_path(s.run_dir(r.run_id), 2))["model"]
+               for s, r in ((straight, reference), (resumed, result))]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

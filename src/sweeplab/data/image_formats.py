@@ -77,8 +77,11 @@ def find_file(folder: Path, stems: list[str], name: str) -> Path:
 # ------------------------------------------------------------------------------------- CIFAR-10
 def cifar_files(folder: Path) -> dict[str, Any]:
     """The batch files of either CIFAR-10 version, and which version they are."""
-    binary = any(folder.glob("data_batch_1.bin*"))
-    if binary:
+    if not any(folder.glob("data_batch_1.bin*")) and not (folder / "data_batch_1").is_file():
+        raise UserError(f"dataset 'cifar10': {folder} holds neither the binary version (data_batch_1.bin ... "
+                        "data_batch_5.bin, test_batch.bin, plain or .xz) nor the python version (data_batch_1 ... "
+                        "data_batch_5, test_batch); `sweeplab data fetch cifar10` says where they come from")
+    if any(folder.glob("data_batch_1.bin*")):
         train = [find_file(folder, [f"data_batch_{i}.bin"], "cifar10") for i in range(1, 6)]
         tests = sorted(folder.glob("test_batch*.bin*"))
         # the official test_batch.bin, or one partial copy such as test_batch_first1000.bin.xz

@@ -211,19 +211,23 @@ def plan_epoch(n: int, seed: int, epoch: int, padding: int, flip: bool, device: 
                      None if flips is None else flips.to(device))
 
 
-def random_crop(x: torch.Tensor, shifts: torch.Tensor, padding: int) -> torch.Tensor:
-    """Each image cropped back to its size from a zero-padded copy at its own offset (torchvision's
-    RandomCrop(size, padding)), for the whole batch in one gather."""
+def augment(x: torch.Tensor, shifts: torch.Tensor | None, flips: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """Random crop and horizontal flip of a uint8 batch, as torchvision's RandomCrop(size, padding)
+    then RandomHorizontalFlip, for the whole batch in one gather: each output pixel's position in
+    the zero-padded image is computed (row shifted by dy; column shifted by dx, mirrored if flipped)."""
+    if shifts is None and flips is None:
+        return x
     B, C, H, W = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
+    if shifts is None:
+        shifts, padding = torch.zeros(B, 2, dtype=torch.long, device=x.device), 0
+    source = F.pad(x, (padding, padding, padding, padding)) if padding else x  # (B, C, H+2p, W+2p)
+    cols = torch.arange(W, device=x.device).expand(B, W)
+    if flips is not None:
+        cols = torch.where(flips[:, None], cols.flip(1), cols)  # (B, W)
     rows = shifts[:, 0, None] + torch.arange(H, device=x.device)  # (B, H)
-    cols = shifts[:, 1, None] + torch.arange(W, device=x.device)  # (B, W)
-    batch = torch.arange(B, device=x.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, C, H, W)
-
-
-def random_flip(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    return torch.where(flips[:, None, None, None], x.flip(3), x)
+    index = rows[:, :, None] * (W + 2 * padding) + shifts[:, 1, None, None] + cols[:, None, :]  # (B, H, W)
+    out = source.reshape(B, C, -1).gather(2, index.view(B, 1, H * W).expand(B, C, H * W))
+    return out.view(B, C, H, W)
 
 
 class Normalizer:
@@ -246,11 +250,9 @@ def augmented_batches(x: torch.Tensor, y: torch.Tensor, plan: EpochPlan, batch_s
     for i in range(max(len(y) // batch_size, 1)):
         sel = slice(i * batch_size, (i + 1) * batch_size)
         idx = plan.order[sel]
-        xb = x[idx]  # (B, C, H, W) uint8
-        if plan.shifts is not None:
-            xb = random_crop(xb, plan.shifts[sel], padding)
-        if plan.flips is not None:
-            xb = random_flip(xb, plan.flips[sel])
+        shifts = None if plan.shifts is None else plan.shifts[sel]
+        flips = None if plan.flips is None else plan.flips[sel]
+        xb = augment(x[idx], shifts, flips, padding)  # (B, C, H, W) uint8
         yield normalize(xb), y[idx]
 
 

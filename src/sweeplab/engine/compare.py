@@ -147,8 +147,11 @@ def print_comparison(c: Comparison, console: Console, limit: int = 20) -> None:
         runs.add_row(label, side.run_id, side.name, side.model, str(side.epoch), _pct(side.accuracy))
     console.print(runs)
     w = c.right_where_disagree
-    console.print(f"agreement {_pct(c.agreement)}: {len(c.disagreements):,} samples differ; where they do, "
-                  f"A is right on {w['a']:,}, B on {w['b']:,}, neither on {w['neither']:,}")
+    if c.disagreements:
+        console.print(f"agreement {_pct(c.agreement)}: {len(c.disagreements):,} samples predicted differently; "
+                      f"there A is right on {w['a']:,}, B on {w['b']:,}, neither on {w['neither']:,}")
+    else:
+        console.print(f"agreement {_pct(c.agreement)}: both predict every sample alike")
     classes = Table("class", "n", "acc A", "acc B", "delta (B - A)", title="per-class accuracy")
     for row in c.per_class:
         delta = "-" if row["delta"] != row["delta"] else f"{100 * row['delta']:+.1f}"
