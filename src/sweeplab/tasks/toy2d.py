@@ -153,12 +153,12 @@ def save_decision_boundary(model: nn.Module, data: Toy2D, stem: Path, title: str
     probs = model(plane.to(device)).float().softmax(1).cpu().numpy()  # (grid*grid, classes)
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.contourf(xs, ys, probs.argmax(1).reshape(xs.shape), levels=np.arange(data.num_classes + 1) - 0.5,
-                cmap="coolwarm", alpha=0.35)
+                cmap="coolwarm", alpha=0.35, rasterized=True)  # a bitmap inside the SVG: small files
     if data.num_classes == 2:  # the boundary itself: where both classes are equally likely
         ax.contour(xs, ys, probs[:, 1].reshape(xs.shape), levels=[0.5], colors="k", linewidths=1)
     for x, y, marker, label in ((data.x_train, data.y_train, "o", "train"), (data.x_test, data.y_test, "x", "test")):
         ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", marker=marker, s=12, label=label, vmin=0,
-                   vmax=max(data.num_classes - 1, 1), linewidths=1)
+                   vmax=max(data.num_classes - 1, 1), linewidths=1, rasterized=True)
     test_acc = float((model(data.x_test.to(device)).argmax(1).cpu() == data.y_test).float().mean())
     ax.set_title(f"{title}\ntest accuracy {test_acc:.3f}", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
