@@ -8,9 +8,11 @@
    length a separate run through the runner: wall time per length and in all, test accuracy and
    convergence step.
 
-Prints one JSON object (and, with --markdown, the table for benchmarks/RESULTS.md).
+Throughput is measured with each torch intra-op thread count of --threads: on a small CPU shared with
+other work, a second thread can cost more than it brings to these small sequential matmuls.
+Prints one JSON object (and, with --markdown, the tables for benchmarks/RESULTS.md).
 
-    .venv/bin/python benchmarks/sequence_throughput.py [--steps 300] [--quick-steps 2000] [--threads 2] [--markdown]
+    .venv/bin/python benchmarks/sequence_throughput.py [--steps 300] [--quick-steps 2000] [--threads 1,2] [--markdown]
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def run(task: str, overrides: dict, store_url: str) -> tuple[dict[str, float], f
 
 
 def engine_steps_per_s(task: str, overrides: dict, steps: int, store_url: str) -> float:
-    """One epoch of `steps` steps; the engine times it (data generation included, evaluation not)."""
+    """One epoch of `steps` steps; the engine times it (data generation included, evaluation not).
+    `store_url` must be a fresh store: in one that has this config, the run would not be trained again."""
     metrics, _ = run(task, {**overrides, "train.max_steps": steps, "train.eval_every": steps,
                             "train.eval_batch_size": 100, "data.test_size": 100}, store_url)
     return 1000.0 / metrics["train/ms_per_batch"]
@@ -76,16 +79,34 @@ def length_sweep(quick_steps: int, store_url: str) -> dict:
         metrics, wall = run("palindrome", {"data.length": length, "train.max_steps": quick_steps}, store_url)
         rows.append({"length": length, "wall_s": round(wall, 2), "test_acc": metrics["test/acc"],
                      "convergence_step": metrics.get("convergence_step")})
-    return {"quick_steps": quick_steps, "runs": rows, "total_wall_s": round(time.perf_counter() - start, 2)}
+    return {"quick_steps": quick_steps, "threads": torch.get_num_threads(), "runs": rows,
+            "total_wall_s": round(time.perf_counter() - start, 2)}
+
+
+def throughput(steps: int, threads: list[int], root: str) -> dict[str, dict[str, float]]:
+    """{configuration: {"engine@T": steps/s, "torch_layer@T": steps/s}} for each thread count T."""
+    rows: dict[str, dict[str, float]] = {name: {} for name in THROUGHPUT}
+    for n in threads:
+        torch.set_num_threads(n)
+        store_url = f"sqlite:///{root}/threads{n}.sqlite"
+        for name, (task, overrides) in THROUGHPUT.items():
+            rows[name][f"engine@{n}"] = round(engine_steps_per_s(task, overrides, steps, store_url), 1)
+            if task == "palindrome":
+                rows[name][f"torch_layer@{n}"] = round(torch_rnn_steps_per_s(overrides["model"], 20, steps), 1)
+    return rows
 
 
 def markdown(report: dict) -> str:
-    lines = ["| configuration | steps/s (engine) | steps/s (torch layer, plain loop) |", "|---|---|---|"]
+    threads = report["machine"]["threads_measured"]
+    head = [f"engine, {n} thread(s)" for n in threads] + [f"torch layer, plain loop, {n} thread(s)" for n in threads]
+    lines = ["| configuration (steps/s) | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name, row in report["throughput"].items():
-        torch_layer = f"{row['torch_layer']:.0f}" if "torch_layer" in row else "—"
-        lines.append(f"| {name} | {row['engine']:.0f} | {torch_layer} |")
+        cells = [f"{row[f'engine@{n}']:.0f}" for n in threads]
+        cells += [f"{row[f'torch_layer@{n}']:.0f}" if f"torch_layer@{n}" in row else "—" for n in threads]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     sweep = report["sweep"]
-    lines += ["", f"Palindrome length sweep, vanilla RNN, course settings, {sweep['quick_steps']} steps per run:", "",
+    lines += ["", f"Palindrome length sweep, vanilla RNN, course settings, {sweep['quick_steps']} steps per run, "
+              f"{sweep['threads']} thread(s):", "",
               "| length | wall s | test acc | convergence step |", "|---|---|---|---|"]
     for row in sweep["runs"]:
         step = "not converged" if row["convergence_step"] is None else f"{row['convergence_step']:.0f}"
@@ -94,28 +115,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="timed training steps per throughput configuration")
     parser.add_argument("--quick-steps", type=int, default=2000, help="steps per run of the length sweep")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    parser.add_argument("--markdown", action="store_true", help="also print the table for RESULTS.md")
+    parser.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure throughput with")
+    parser.add_argument("--sweep-threads", type=int, default=0, help="threads of the length sweep, 0 = default")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables for RESULTS.md")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = [int(n) for n in args.threads.split(",")]
+    default_threads = torch.get_num_threads()
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as root:
         os.environ["SWEEPLAB_CACHE"] = os.path.join(root, "cache")
-        store_url = f"sqlite:///{root}/bench.sqlite"
-        throughput = {}
-        for name, (task, overrides) in THROUGHPUT.items():
-            throughput[name] = {"engine": engine_steps_per_s(task, overrides, args.steps, store_url)}
-            if task == "palindrome":
-                throughput[name]["torch_layer"] = torch_rnn_steps_per_s(overrides["model"], 20, args.steps)
-        sweep = length_sweep(args.quick_steps, store_url)
-    report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
-              "throughput": throughput, "sweep": sweep}
+        rows = throughput(args.steps, threads, root)
+        torch.set_num_threads(args.sweep_threads or default_threads)
+        sweep = length_sweep(args.quick_steps, f"sqlite:///{root}/sweep.sqlite")
+    report = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads_measured": threads,
+                          "torch": torch.__version__, "python": platform.python_version(),
+                          "load_avg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)]},
+              "throughput": rows, "sweep": sweep}
     print(json.dumps(report))
     if args.markdown:
         print(markdown(report))

@@ -133,6 +133,15 @@ def test_length5_scalar_rnn_as_the_course_skeleton_reaches_100_percent(store_url
     assert result.metrics["test/acc"] == 1.0 and result.params == 17_930
 
 
+@pytest.mark.parametrize("model", MODELS.names("palindrome"))
+def test_length_100_runs(model, store_url):
+    cfg = resolve("palindrome", {"model": model, "data.length": 100, "model.hidden": 32, "train.max_steps": 4,
+                                 "train.eval_every": 2, "train.eval_batch_size": 64, "data.test_size": 64,
+                                 "device": "cpu"})
+    result = execute(cfg, open_store(store_url), RunOptions(quiet=True))
+    assert result.status == "finished" and result.metrics["steps"] == 4 and 0 <= result.metrics["test/acc"] <= 1
+
+
 def test_not_converged_is_recorded_without_a_step(store_url):
     cfg = resolve("palindrome", {**QUICK, "train.max_steps": 100, "data.length": 30, "device": "cpu"})
     result = execute(cfg, open_store(store_url), RunOptions(quiet=True))
