@@ -20,6 +20,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -167,7 +168,8 @@ def machine(device: torch.device) -> str:
         pass
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{device_name(device)}; host CPU {cpu} ({os.cpu_count()} cores, load average {load} at the end), "
-            f"{torch.get_num_threads()} torch threads; torch {torch.__version__}, Python {platform.python_version()}")
+            f"torch intra-op threads: {torch.get_num_threads()}; "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
 
 
 def write_section(path: Path, section: str) -> None:
@@ -192,6 +194,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--pipeline-images", type=int, default=20_000, help="images our pipeline serves")
     parser.add_argument("--results", type=Path, help="write the section into this Markdown file")
+    parser.add_argument("--note", default="", help="a sentence added to the section (e.g. about the machine)")
     args = parser.parse_args()
     device = get_device(args.device)
     gpu = device.type == "cuda"
@@ -221,12 +224,13 @@ def main() -> int:
                 rows.append(f"| {label} | {precision} | {'yes' if channels_last else 'no'} | {rate:,.0f} | {epoch} |")
                 print(rows[-1], file=sys.stderr, flush=True)
 
-    command = "SWEEPLAB_DATA=../shared/data .venv/bin/python " + " ".join(["benchmarks/image_throughput.py",
-                                                                             *sys.argv[1:]])
+    shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and (i == 0 or sys.argv[i] != "--note")]
+    command = "SWEEPLAB_DATA=../shared/data .venv/bin/python benchmarks/image_throughput.py " + shlex.join(shown)
+    command += ' --note "..."' if args.note else ""
     section = "\n".join([
         HEADING, "",
         f"Measured {datetime.date.today().isoformat()} on {machine(device)}.",
-        f"Command: `{command}`. Data: {source}.", "",
+        f"Command: `{command}`. Data: {source}.", *([args.note] if args.note else []), "",
         f"Training throughput (forward, backward, SGD step; batch {batch_size}; median of 3 timings of {steps} steps, "
         "after 2 warm-up steps; the epoch column is 100,000 Tiny-ImageNet images at that rate):", "",
         "| model | precision | channels_last | train images/s | epoch |", "|---|---|---|---:|---:|", *rows, "",
