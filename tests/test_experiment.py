@@ -142,3 +142,12 @@ def test_every_shipped_experiment_file_loads(path):
     assert set(experiment.scales) == {"quick", "full"} and experiment.scales["quick"].note
     assert experiment.name == path.stem and experiment.title
     assert yaml.safe_load(path.read_text())["name"] == path.stem
+
+
+def test_environment_variables_in_values(tmp_path, tiny_corpus, monkeypatch):
+    """`data.path: $SWEEPLAB_DATA/...` serves every machine; the stored spec keeps the file as written."""
+    monkeypatch.setenv("TINY_CORPUS_DIR", str(tiny_corpus.parent))
+    path = write_experiment(tmp_path, tiny_corpus, base={**TINY_BASE, "data.path": "${TINY_CORPUS_DIR}/corpus"})
+    experiment = load_experiment(path)
+    assert [c.cfg.data.path for c in expand(experiment, "quick")] == [str(tiny_corpus)] * 2
+    assert experiment.base["data.path"] == "${TINY_CORPUS_DIR}/corpus"

@@ -1,0 +1,92 @@
+"""Sweep throughput: cells per minute of a 16-cell sweep with 1 and 2 local workers, and the planner's error.
+
+For each task (toy2d, palindrome; lm on a tiny corpus with --task lm) and each worker count, in a fresh
+store: `--plan` first (calibration, per-cell estimates, the estimated wall time), then the sweep itself.
+Prints one JSON object: wall time and cells/minute per worker count, the speed-up of 2 workers, and the
+planner's error (per cell: estimate vs the worker's measured time; per sweep: estimated vs measured wall).
+
+    .venv/bin/python benchmarks/sweep_throughput.py [--task toy2d palindrome] [--workers 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from sweeplab.sweep.planner import cores
+from sweeplab.sweep.run import SweepOptions, run_sweep
+
+# 16 cells each, a second or two of training apiece on this CPU
+SWEEPS = {
+    "toy2d": {"task": "toy2d", "base": {"model": "mlp", "train.epochs": 20, "data.n_samples": 1000},
+              "axes": {"data": ["moons", "circles"], "model.hidden": [16, 32], "optim.lr": [0.03, 0.1, 0.3, 1.0]}},
+    "palindrome": {"task": "palindrome", "base": {"model": "rnn", "train.max_steps": 60, "train.eval_every": 30,
+                                                  "train.eval_batch_size": 500, "data.test_size": 1000},
+                   "axes": {"data.length": [5, 10, 15, 20]}, "seeds": 4},
+    "lm": {"task": "lm", "base": {"data": "text", "model.emsize": 16, "model.nhid": 16, "model.nlayers": 1,
+                                  "train.batch_size": 4, "train.bptt": 10, "train.epochs": 5},
+           "axes": {"model": ["lstm", "gru", "rnn_tanh", "rnn_relu"], "model.nhid": [16, 32]}, "seeds": 2},
+}
+
+
+def write_corpus(folder: Path) -> Path:
+    words = "the cat sat on the mat and the dog ate the bone while a bird sang in the tree".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, lines in (("train", 200), ("valid", 40), ("test", 40)):
+        text = "\n".join(" ".join(words[(i * 3 + j) % len(words)] for j in range(12)) for i in range(lines))
+        (folder / f"{split}.txt").write_text(text + "\n")
+    return folder
+
+
+def experiment_file(task: str, folder: Path) -> Path:
+    spec = {"name": f"bench_{task}", **SWEEPS[task], "columns": [{"title": "loss", "metric": "valid/loss"}]}
+    if task == "lm":
+        spec["base"] = {**spec["base"], "data.path": str(write_corpus(folder / "corpus"))}
+    path = folder / f"bench_{task}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def measure(task: str, workers: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="sweeplab-bench-") as tmp:
+        path = experiment_file(task, Path(tmp))
+        opts = dict(workers=workers, store_url=f"sqlite:///{tmp}/store.sqlite", interactive=False)
+        plan = run_sweep(path, SweepOptions(plan_only=True, **opts)).plan
+        start = time.perf_counter()
+        result = run_sweep(path, SweepOptions(**opts))
+        wall = time.perf_counter() - start
+    assert result.failed == 0 and len(result.outcomes) == 16, result.statuses
+    ratios = [o.wall_s / plan.cells[o.index].est_s for o in result.outcomes]
+    return {"cells": len(result.outcomes), "wall_s": round(wall, 2), "cells_per_min": round(16 / wall * 60, 1),
+            "estimated_wall_s": round(plan.makespan_s, 2), "wall_error": round(plan.makespan_s / wall - 1, 3),
+            "cell_time_over_estimate": {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2),
+                                        "max": round(max(ratios), 2)},
+            "calibration_s": round(plan.calibration_s, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", nargs="+", default=["toy2d", "palindrome"], choices=sorted(SWEEPS))
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    args = parser.parse_args()
+    out = {"machine": {"platform": platform.platform(), "cores": cores(), "torch": torch.__version__,
+                       "load_average_at_start": os.getloadavg()[0]}, "tasks": {}}
+    for task in args.task:
+        runs = {w: measure(task, w) for w in args.workers}
+        out["tasks"][task] = {"by_workers": runs}
+        if 1 in runs and 2 in runs:
+            out["tasks"][task]["speedup_2_workers"] = round(runs[1]["wall_s"] / runs[2]["wall_s"], 2)
+    out["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
