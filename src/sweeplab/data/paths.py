@@ -22,7 +22,7 @@ def cache_dir() -> Path:
 
 def dataset_dir(path: str, default_folder: str, name: str) -> Path:
     """`data.path` if given, else the dataset's usual folder under the data root."""
-    folder = Path(path).expanduser() if path else data_root() / default_folder
+    folder = Path(os.path.expandvars(path)).expanduser() if path else data_root() / default_folder
     if not folder.is_dir():
         where = f"data.path={path}" if path else f"{folder} (data root: $SWEEPLAB_DATA or ~/.cache/sweeplab/data)"
         raise UserError(f"dataset {name!r}: folder not found: {where}; run `sweeplab data fetch {name}` "
