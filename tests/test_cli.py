@@ -41,6 +41,14 @@ def test_run_json_contract(lm_run, store_url):
     assert open_store(store_url).get_run("tiny-lstm").id == out["run_id"]
 
 
+def test_diverged_run_exits_3_with_json_nulls_for_non_finite_values(tiny_corpus, store_url):
+    result = invoke("run", "lm", *TINY, f"data.path={tiny_corpus}", "model=rnn_relu", "optim.lr=1e6", "train.clip=0",
+                    "train.log_every=1", "--json", "--store", store_url)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.exit_code == 3 and out["status"] == "diverged"
+    assert out["metrics"]["train/loss"] is None  # NaN is not JSON: it is reported as null
+
+
 def test_dry_run_trains_nothing_and_counts_params(tiny_corpus, store_url):
     result = invoke("run", "lm", *TINY, f"data.path={tiny_corpus}", "--dry-run", "--json", "--store", store_url)
     out = json.loads(result.stdout.strip().splitlines()[-1])

@@ -82,15 +82,11 @@ def run(ctx: typer.Context,
         return
     result = execute(cfg, open_store(store), RunOptions(name=name, dry_run=dry_run, quiet=False))
     if as_json:
-        print(json.dumps(result.to_json(), allow_nan=False, default=_finite))
+        print(json.dumps(result.to_json(), allow_nan=False))
     else:
         print_result(result)
     if result.status in EXIT_CODES:
         raise typer.Exit(EXIT_CODES[result.status])
-
-
-def _finite(value: object) -> object:
-    return None
 
 
 def print_result(result) -> None:
@@ -340,27 +336,6 @@ def import_log(log: Path = typer.Argument(..., metavar="LOG", help="a pytorch/ex
                          cell=cell, store=open_store(store))
     done = "imported" if new else "already imported: it is"
     print(f"{log.name}: {done} run {row.id} ({row.name}), {row.epoch} epoch(s), status {row.status}")
-
-
-# ----------------------------------------------------------------------------------------- compare
-@app.command()
-def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run id, prefix or name; @EPOCH picks a "
-                                                                          "checkpoint (default: best kept)"),
-            run_b: str = typer.Argument(..., metavar="RUN_B[@EPOCH]"),
-            split: str = typer.Option("test", help="held-out split both are evaluated on: test or valid"),
-            as_json: bool = typer.Option(False, "--json", help="the whole comparison as one JSON object"),
-            limit: int = typer.Option(20, min=0, help="differing samples listed in the table"),
-            device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
-            store: Optional[str] = STORE) -> None:
-    """Where two checkpoints predict differently: agreement, accuracies, per-class deltas, who is right."""
-    from sweeplab.engine.compare import compare_runs, print_comparison
-    from sweeplab.store import open_store
-
-    result = compare_runs(open_store(store), run_a, run_b, split=split, device=device)
-    if as_json:
-        print(json.dumps(result.to_json(), allow_nan=False))
-    else:
-        print_comparison(result, out, limit)
 
 
 # ----------------------------------------------------------------------------------------- compare

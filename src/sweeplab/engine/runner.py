@@ -1,6 +1,7 @@
 """One run, start to end: resolve -> build -> store row -> train -> summary. Used by `run` and `sweep`."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
@@ -44,9 +45,14 @@ class RunResult:
     store: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """JSON has no NaN or infinity: a diverged run's non-finite values become null."""
         return {"run_id": self.run_id, "status": self.status, "task": self.task, "config": self.config,
-                "params": self.params, "metrics": self.metrics, "ms_per_batch": self.ms_per_batch,
-                "device": self.device, "store": self.store}
+                "params": self.params, "metrics": {k: _finite(v) for k, v in self.metrics.items()},
+                "ms_per_batch": _finite(self.ms_per_batch), "device": self.device, "store": self.store}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass
