@@ -40,6 +40,7 @@ class LocalPool:
 
     def run(self, jobs: list[Job]) -> list[Outcome]:
         pending = deque(jobs)
+        previous = _sigterm_as_interrupt()
         try:
             while pending or self._busy():
                 self._top_up(len(pending))
@@ -53,6 +54,8 @@ class LocalPool:
             raise
         finally:
             self._shutdown()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return self.outcomes
 
     # -- workers --------------------------------------------------------------------------------
@@ -137,6 +140,17 @@ class LocalPool:
             if worker.process.is_alive():
                 worker.process.terminate()
                 worker.process.join(5)
+
+
+def _sigterm_as_interrupt() -> Any:
+    """`kill SWEEP_PID` stops the sweep as Ctrl-C does: workers are told, their runs end `interrupted`."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a sweep run from a library's thread)
+        return None
 
 
 def _key(job: Job) -> str:
