@@ -44,6 +44,9 @@ def test_the_cost_model_counts_steps_checkpoints_and_evaluations():
     # 7 epochs of 10 steps: 70 steps, 7 checkpoints, evaluations after epochs 3, 6 and 7
     assert cal.cost(70) == pytest.approx(1 + 7 + 7 * 0.5 + 3 * 2 + 3)
     assert cal.cost(5) == pytest.approx(1 + 0.5 + 0.5 + 2 + 3)  # part of one epoch: one checkpoint, one evaluation
+    logged = Calibration(1, 0.1, 2, 0.5, 3, 10, 3, log_s=0.01, eval_logs=2, final_logs=1, log_every=20)
+    # and 17 store writes: 7 epoch records, 3 evaluations x 2 splits, 1 final, 70 // 20 = 3 interval records
+    assert logged.cost(70) == pytest.approx(cal.cost(70) + 17 * 0.01)
 
 
 def _plan_of(fulls: list[int], step_s: list[float], workers: int, budget_s: float | None) -> Plan:

@@ -44,9 +44,9 @@ class LocalPool:
         try:
             while pending or self._busy():
                 self._top_up(len(pending))
-                for worker in self.workers:
+                for worker in list(self.workers):
                     if worker.job is None and pending:
-                        self._give(worker, pending.popleft())
+                        self._give(worker, pending)
                 self._collect(timeout=0.5)
                 self.board.tick()
         except KeyboardInterrupt:
@@ -73,9 +73,15 @@ class LocalPool:
             self.workers.append(self._spawn())
             idle += 1
 
-    def _give(self, worker: Worker, job: Job) -> None:
+    def _give(self, worker: Worker, pending: deque[Job]) -> None:
+        job = pending.popleft()
+        try:
+            worker.conn.send(job)
+        except (BrokenPipeError, OSError):  # an idle worker that died: the cell waits for another
+            pending.appendleft(job)
+            self.workers.remove(worker)
+            return
         worker.job = job
-        worker.conn.send(job)
         self.board.started(job.index)
 
     def _busy(self) -> list[Worker]:

@@ -61,13 +61,19 @@ class Calibration:
     final_s: float  # final splits with the best weights, plus the task's artifacts (text, figures)
     batches_per_epoch: int
     eval_interval: int  # epochs between evaluations
+    log_s: float = 0.0  # one write of a record of metrics to the store (a transaction: it waits for the disk)
+    eval_logs: int = 1  # records written per evaluation (one per split)
+    final_logs: int = 1  # records written at the end (final splits)
+    log_every: int = 0  # steps between interval records ("step" split), 0 = none
 
     def cost(self, steps: int) -> float:
         """Seconds for a run of `steps` optimizer steps."""
         epochs_run = max(1, math.ceil(steps / self.batches_per_epoch))
         evaluations = epochs_run // self.eval_interval + (1 if epochs_run % self.eval_interval else 0)
+        interval_logs = steps // self.log_every if self.log_every else 0
+        logs = epochs_run + evaluations * self.eval_logs + self.final_logs + interval_logs
         return (self.setup_s + steps * self.step_s + epochs_run * self.checkpoint_s + evaluations * self.eval_s
-                + self.final_s)
+                + self.final_s + logs * self.log_s)
 
 
 def cost_signature(cell: Cell) -> str:
@@ -98,10 +104,20 @@ def calibrate(cell: Cell) -> Calibration:
             checkpoint_s = _timed(lambda: trainer.save_checkpoint(1))
             final_s = _timed(lambda: ([task.evaluate(trainer.forward_model, s) for s in task.final_splits],
                                       task.finish(model, run_dir)))
+            log_s = _time_log(trainer)
         finally:
             trainer.recorder.close()
         return Calibration(setup_s, step_s, eval_s, checkpoint_s, final_s, task.batches_per_epoch(),
-                           task.eval_interval())
+                           task.eval_interval(), log_s, len(task.eval_splits), len(task.final_splits),
+                           cfg.train.log_every)
+
+
+def _time_log(trainer: Any, repeats: int = 3) -> float:
+    """Median seconds of one metrics record (six values, as an epoch's training record holds)."""
+    values = {name: 1.0 for name in ("loss", "ppl", "lr", "ms_per_batch", "items_per_s", "epoch_time_s")}
+    times = [_timed(lambda: trainer.recorder.log(step=0, epoch=1, split="train", values=values))
+             for _ in range(repeats)]
+    return sorted(times)[len(times) // 2]
 
 
 def _setup(cfg: Any, device: Any, store: Any, run_dir: Path) -> Any:

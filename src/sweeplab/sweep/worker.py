@@ -4,6 +4,7 @@ The same `run_job` serves local worker processes (`worker_main`, fed through a p
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -35,6 +36,7 @@ class Outcome:
     error: str | None
     wall_s: float  # build + train + final evaluation, as the worker measured it
     user_error: bool = False  # failed on input a user can fix (e.g. a dataset that is absent)
+    pid: int = 0  # the worker process that ran the cell
 
 
 def run_job(job: Job, store: Store) -> Outcome:
@@ -44,16 +46,17 @@ def run_job(job: Job, store: Store) -> Outcome:
     start = time.perf_counter()
     opts = RunOptions(name=job.name, retry_failed=job.retry_failed, sweep=job.sweep, cell=job.cell, note=job.note,
                       quiet=True)
+    ended = functools.partial(Outcome, job.index, pid=os.getpid())
     try:
         result = execute(job.cfg, store, opts)
-        return Outcome(job.index, result.status, result.run_id, None, time.perf_counter() - start)
+        return ended(result.status, result.run_id, None, time.perf_counter() - start)
     except UserError as exc:  # e.g. a dataset that is not there: stored, so the report can say why the cell is empty
         run_id = record_failure(store, job, str(exc))
-        return Outcome(job.index, "failed", run_id, str(exc), time.perf_counter() - start, user_error=True)
+        return ended("failed", run_id, str(exc), time.perf_counter() - start, user_error=True)
     except Exception as exc:  # noqa: BLE001 - an internal error ends this cell; execute marked the run failed
         error = f"{type(exc).__name__}: {exc}"
         run_id = record_failure(store, job, error, traceback.format_exc())
-        return Outcome(job.index, "failed", run_id, error, time.perf_counter() - start)
+        return ended("failed", run_id, error, time.perf_counter() - start)
 
 
 def record_failure(store: Store, job: Job, error: str, trace: str | None = None) -> str:
