@@ -69,7 +69,7 @@ def test_a_failing_cell_is_stored_with_its_reason_and_the_sweep_carries_on(tmp_p
     assert runs["LSTM"].status == "finished" and runs["Missing"].status == "failed"
     assert "absent" in runs["Missing"].error
     skipped = invoke("sweep", path, "--store", store_url)  # failed cells wait for --retry-failed
-    assert "failed (stored)" in skipped.stderr and "--retry-failed" in skipped.stderr
+    assert "failed (stored)" in skipped.stderr and "--retry-failed" in skipped.stderr and skipped.exit_code == 2
     assert open_store(store_url).list_runs() == sorted(runs.values(), key=lambda r: r.created_at)  # untouched
     (tmp_path / "absent").mkdir()
     for split in ("train", "valid", "test"):

@@ -170,6 +170,7 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
         else:
             outcomes = run_local(jobs, store, opts.workers, threads, board) if jobs else []
     user_errors = sum(1 for o in outcomes if o.user_error)
+    user_errors += sum(1 for _, row, _ in skipped if row.status == "failed" and row.env.get("user_error"))
     return SweepResult(experiment.name, cells, [s.status for s in board.states], outcomes, plan, user_errors)
 
 

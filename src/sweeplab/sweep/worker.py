@@ -51,7 +51,7 @@ def run_job(job: Job, store: Store) -> Outcome:
         result = execute(job.cfg, store, opts)
         return ended(result.status, result.run_id, None, time.perf_counter() - start)
     except UserError as exc:  # e.g. a dataset that is not there: stored, so the report can say why the cell is empty
-        run_id = record_failure(store, job, str(exc))
+        run_id = record_failure(store, job, str(exc), user_error=True)
         return ended("failed", run_id, str(exc), time.perf_counter() - start, user_error=True)
     except Exception as exc:  # noqa: BLE001 - an internal error ends this cell; execute marked the run failed
         error = f"{type(exc).__name__}: {exc}"
@@ -59,18 +59,20 @@ def run_job(job: Job, store: Store) -> Outcome:
         return ended("failed", run_id, error, time.perf_counter() - start)
 
 
-def record_failure(store: Store, job: Job, error: str, trace: str | None = None) -> str:
-    """Mark the cell's run failed (creating the row if the run never started) and keep the traceback."""
+def record_failure(store: Store, job: Job, error: str, trace: str | None = None, *, user_error: bool = False) -> str:
+    """Mark the cell's run failed (creating the row if the run never started) and keep the traceback.
+    `env.user_error` remembers whether the user can fix the cause (a later sweep's exit code says so)."""
     from sweeplab.engine.runner import default_name
 
     row = store.find_by_key(run_key(job.cfg))
+    env = {**(row.env if row else {"pid": os.getpid()}), "user_error": user_error}
     if row is None:
         run_id = store.create_run(key=run_key(job.cfg), name=job.name or default_name(job.cfg), task=job.cfg.task,
-                                  config=job.cfg.to_dict(), env={"pid": os.getpid()}, status="failed",
-                                  sweep=job.sweep, cell=job.cell, note=job.note)
+                                  config=job.cfg.to_dict(), env=env, status="failed", sweep=job.sweep,
+                                  cell=job.cell, note=job.note)
     else:
         run_id = row.id
-    store.update_run(run_id, status="failed", error=error, ended_at=time.time())
+    store.update_run(run_id, status="failed", error=error, ended_at=time.time(), env=env)
     if trace:
         run_dir = store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
