@@ -144,10 +144,13 @@ def test_every_shipped_experiment_file_loads(path):
     assert yaml.safe_load(path.read_text())["name"] == path.stem
 
 
-def test_environment_variables_in_values(tmp_path, tiny_corpus, monkeypatch):
-    """`data.path: $SWEEPLAB_DATA/...` serves every machine; the stored spec keeps the file as written."""
+def test_environment_variables_in_a_data_path(tmp_path, tiny_corpus, monkeypatch):
+    """`data.path: $SWEEPLAB_DATA/...` serves every machine: the config (and so the run key) keeps the variable,
+    and the data layer expands it when it opens the folder."""
+    from sweeplab.data.paths import dataset_dir
+
     monkeypatch.setenv("TINY_CORPUS_DIR", str(tiny_corpus.parent))
     path = write_experiment(tmp_path, tiny_corpus, base={**TINY_BASE, "data.path": "${TINY_CORPUS_DIR}/corpus"})
-    experiment = load_experiment(path)
-    assert [c.cfg.data.path for c in expand(experiment, "quick")] == [str(tiny_corpus)] * 2
-    assert experiment.base["data.path"] == "${TINY_CORPUS_DIR}/corpus"
+    cells = expand(load_experiment(path), "quick")
+    assert [c.cfg.data.path for c in cells] == ["${TINY_CORPUS_DIR}/corpus"] * 2
+    assert dataset_dir(cells[0].cfg.data.path, "", "text") == tiny_corpus

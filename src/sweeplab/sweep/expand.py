@@ -5,7 +5,6 @@ overrides < planner reduction (train.epochs / train.max_steps) < command-line ov
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,22 +55,16 @@ def expand(experiment: Experiment, scale: str | None, overrides: dict[str, Any] 
            where: str = "") -> list[Cell]:
     """Every (row, seed) of the experiment, resolved; rows in table order, seeds within a row."""
     scale_spec = experiment.scales.get(scale) if scale else None
-    scale_layer = with_env(scale_spec.overrides) if scale_spec else {}
+    scale_layer = dict(scale_spec.overrides) if scale_spec else {}
     note = scale_spec.note if scale_spec and scale_spec.note else None
     cells = []
     for label, row_layers in experiment.rows():
         for seed in experiment.seed_list():
-            layers = (with_env(experiment.base), *map(with_env, row_layers), {"seed": seed}, scale_layer)
+            layers = (dict(experiment.base), *row_layers, {"seed": seed}, scale_layer)
             cell = Cell(experiment.task, label, seed, layers, dict(overrides or {}), note=note)
             cells.append(resolved(cell, where, scale))
     _check_distinct(cells, where, scale)
     return cells
-
-
-def with_env(layer: dict[str, Any]) -> dict[str, Any]:
-    """String values may name environment variables (`data.path: $SWEEPLAB_DATA/tiny-imagenet-10`), so one
-    file serves every machine. An unset variable stays as written, and the data error names it."""
-    return {k: os.path.expandvars(v) if isinstance(v, str) and "$" in v else v for k, v in layer.items()}
 
 
 def resolved(cell: Cell, where: str, scale: str | None = None) -> Cell:
