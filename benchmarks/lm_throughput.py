@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from sweeplab.config import resolve
-from sweeplab.engine.device import get_device, synchronize
+from sweeplab.engine.device import get_device, keep_freed_memory, synchronize
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import TASKS
 from sweeplab.store import open_store
@@ -29,7 +30,7 @@ CONFIGS = {
     "LSTM 300x1": {"model": "lstm", "model.nlayers": 1},
     "LSTM 300x2": {"model": "lstm", "model.nlayers": 2},
     "GRU 300x1": {"model": "gru", "model.nlayers": 1},
-    "Transformer 300 L2 H2": {"model": "transformer", "model.nlayers": 2, "model.nhead": 2},
+    "Transformer 300 L2 H2": {"model": "transformer", "model.nlayers": 2, "model.nhead": 2, "optim.lr": 5.0},
 }
 BASE = {"model.emsize": 300, "model.nhid": 300, "train.batch_size": 20, "train.bptt": 35, "train.clip": 0.25,
         "optim.lr": 20.0, "data.eval_tokens": 1000}
@@ -63,61 +64,83 @@ def build(name: str, precision: str, device: str, store_url: str, root: str) -> 
     return trainer
 
 
-def time_engine(trainer: Trainer, batches: list, warmup: int) -> tuple[float, list[float]]:
-    trainer.task.hidden = None
-    trainer.model.train()
-    losses = []
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            synchronize(trainer.device)
-            start = time.perf_counter()
-        losses.append(trainer.train_step(batch).loss.detach())
-    synchronize(trainer.device)
-    return (time.perf_counter() - start) * 1000 / (len(batches) - warmup), [float(v) for v in losses]
+class EngineLoop:
+    """sweeplab's training step (Trainer.train_step: autocast, clipping, optimizer), batch after batch."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.losses = trainer, []
+        trainer.task.hidden = None
+        trainer.model.train()
+
+    def step(self, batch) -> None:
+        self.losses.append(self.trainer.train_step(batch).loss.detach())
 
 
-def time_plain(model: nn.Module, batches: list, warmup: int, lr: float = 20.0, clip: float = 0.25) -> float:
-    """pytorch/examples word_language_model main.py's train() loop, verbatim in spirit."""
-    criterion = nn.CrossEntropyLoss()
-    model.train()
-    hidden = model.init_hidden(20)
-    for i, (data, targets) in enumerate(batches):
-        if i == warmup:
-            synchronize(data.device)
-            start = time.perf_counter()
-        model.zero_grad()
-        hidden = repackage_hidden(hidden)
-        output, hidden = model(data, hidden)
-        loss = criterion(output, targets)
+class PlainLoop:
+    """pytorch/examples word_language_model main.py's train() loop, on the same model class."""
+
+    def __init__(self, model: nn.Module, lr: float, clip: float = 0.25):
+        self.model, self.lr, self.clip, self.losses = model, lr, clip, []
+        self.criterion = nn.CrossEntropyLoss()
+        self.hidden = model.init_hidden(20)
+        model.train()
+
+    def step(self, batch) -> None:
+        data, targets = batch
+        self.model.zero_grad()
+        self.hidden = repackage_hidden(self.hidden)
+        output, self.hidden = self.model(data, self.hidden)
+        loss = self.criterion(output, targets)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        for p in model.parameters():
-            p.data.add_(p.grad, alpha=-lr)
-    synchronize(batches[0][0].device)
-    return (time.perf_counter() - start) * 1000 / (len(batches) - warmup)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        for p in self.model.parameters():
+            p.data.add_(p.grad, alpha=-self.lr)
+        self.losses.append(loss.detach())
+
+
+def time_interleaved(loops: dict, batches: list, warmup: int, rounds: int, device: torch.device) -> dict[str, float]:
+    """Median ms/batch per loop over `rounds` rounds. The loops take turns, in an order that rotates
+    each round, so drift in the machine's speed (other load, clocks) falls on all of them alike."""
+    for loop in loops.values():
+        for batch in batches[:warmup]:
+            loop.step(batch)
+    per_round = len(batches[warmup:]) // rounds
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for r in range(rounds):
+        chunk = batches[warmup + r * per_round: warmup + (r + 1) * per_round]
+        names = list(loops)
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            loop = loops[name]
+            synchronize(device)
+            start = time.perf_counter()
+            for batch in chunk:
+                loop.step(batch)
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) * 1000 / len(chunk))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench(name: str, args: argparse.Namespace, peaks: dict[str, float], root: str) -> dict:
+    """The three loops start from the same weights (same seed) and see the same batches."""
     store_url = f"sqlite:///{root}/bench.sqlite"
     fp32 = build(name, "fp32", args.device, store_url, root)
     batches = list(_take(fp32.task.train_batches(1), args.warmup + args.steps))
     tokens = batches[0][1].numel()
-    plain_model = build(name, "fp32", args.device, store_url, root).model
-    row: dict = {"params": fp32.task.count_params(fp32.model)}
-    ms_plain = time_plain(plain_model, batches, args.warmup)
-    ms_fp32, loss_fp32 = time_engine(fp32, batches, args.warmup)
-    bf16 = build(name, "bf16", args.device, store_url, root)
-    ms_bf16, loss_bf16 = time_engine(bf16, batches, args.warmup)
+    plain = build(name, "fp32", args.device, store_url, root)
+    loops = {"plain_fp32": PlainLoop(plain.model, plain.task.cfg.optim.lr), "fp32": EngineLoop(fp32),
+             "bf16": EngineLoop(build(name, "bf16", args.device, store_url, root))}
+    ms = time_interleaved(loops, batches, args.warmup, args.rounds, fp32.device)
     flops = step_flops(fp32.model, tokens)
-    for label, ms, peak in (("plain_fp32", ms_plain, "fp32"), ("fp32", ms_fp32, "fp32"), ("bf16", ms_bf16, "bf16")):
-        row[label] = {"ms_per_batch": round(ms, 2), "tokens_per_s": round(tokens * 1000 / ms),
-                      "fraction_of_matmul_peak": round(flops / (ms / 1000) / peaks[peak], 3)}
-    row["engine_vs_plain"] = round(ms_plain / ms_fp32, 3)
-    row["bf16_speedup"] = round(ms_fp32 / ms_bf16, 3)
-    diffs = [abs(a - b) for a, b in zip(loss_fp32, loss_bf16)]
-    row["bf16_loss_max_abs_diff"] = round(max(diffs), 4)
-    row["loss_first_last_fp32"] = [round(loss_fp32[0], 3), round(loss_fp32[-1], 3)]
-    row["loss_first_last_bf16"] = [round(loss_bf16[0], 3), round(loss_bf16[-1], 3)]
+    row: dict = {"params": fp32.task.count_params(fp32.model)}
+    for label, peak in (("plain_fp32", "fp32"), ("fp32", "fp32"), ("bf16", "bf16")):
+        row[label] = {"ms_per_batch": round(ms[label], 2), "tokens_per_s": round(tokens * 1000 / ms[label]),
+                      "fraction_of_matmul_peak": round(flops / (ms[label] / 1000) / peaks[peak], 3)}
+    row["engine_vs_plain"] = round(ms["plain_fp32"] / ms["fp32"], 3)  # >= 1: the engine is no slower
+    row["bf16_speedup"] = round(ms["fp32"] / ms["bf16"], 3)
+    curves = {label: [float(v) for v in loop.losses] for label, loop in loops.items()}
+    tail = max(len(curves["fp32"]) // 3, 1)  # early steps at lr 20 are chaotic; compare where curves settle
+    row["mean_loss_last_third"] = {label: round(statistics.fmean(c[-tail:]), 3) for label, c in curves.items()}
+    row["loss_first"] = {label: round(c[0], 3) for label, c in curves.items()}
     return row
 
 
@@ -132,12 +155,16 @@ def _take(iterable, n: int) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps, split into --rounds rounds")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc as it is")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     args = parser.parse_args()
     device = get_device(args.device)
+    if device.type == "cpu" and not args.default_malloc:
+        keep_freed_memory()  # as every sweeplab run on a CPU does (engine/runner.py)
     peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
     with tempfile.TemporaryDirectory() as root:

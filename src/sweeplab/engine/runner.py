@@ -19,7 +19,7 @@ import torch
 
 from sweeplab.config import RunConfig, run_key
 from sweeplab.engine import checkpoint
-from sweeplab.engine.device import device_name, get_device
+from sweeplab.engine.device import device_name, get_device, keep_freed_memory
 from sweeplab.engine.progress import say
 from sweeplab.engine.trainer import Trainer
 from sweeplab.errors import Diverged
@@ -80,6 +80,8 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
     """Run `cfg` to the end (or resume it). Bad input raises UserError before any row is written."""
     opts = opts or RunOptions()
     device = get_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     seed_everything(cfg.seed)
     task = TASKS.get(cfg.task, key="task").obj(cfg, device)
     model = task.build()
