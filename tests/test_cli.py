@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

@@ -5,11 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.config import resolve
 from sweeplab.models.lm import TransformerModel
 from sweeplab.registry import MODELS
-
-import sweeplab.tasks  # noqa: F401  (fills the registries)
 
 WT2_VOCAB = 33_278
 
@@ -83,7 +82,7 @@ def test_transformer_forward_equals_torch_encoder_with_causal_mask():
     model: TransformerModel = build("transformer", 40, emsize=16, nhid=24, nlayers=2, nhead=4).eval()
     layer = nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0)
     encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False).eval()
-    for ours, theirs in zip(model.layers, encoder.layers):
+    for ours, theirs in zip(model.layers, encoder.layers, strict=True):
         theirs.self_attn.in_proj_weight.data.copy_(ours.self_attn.in_proj.weight)
         theirs.self_attn.in_proj_bias.data.copy_(ours.self_attn.in_proj.bias)
         theirs.self_attn.out_proj.load_state_dict(ours.self_attn.out_proj.state_dict())
@@ -110,6 +109,6 @@ def test_transformer_attention_maps_are_causal_distributions():
 
 def test_transformer_dropout_reaches_every_layer():
     model = build("transformer", 40, emsize=16, nhid=16, nlayers=3, nhead=2, dropout=0.3)
-    rates = {m.p for m in model.modules() if isinstance(m, nn.Dropout)} | {l.self_attn.dropout for l in model.layers}
+    rates = {m.p for m in model.modules() if isinstance(m, nn.Dropout)} | {layer.self_attn.dropout for layer in model.layers}
     assert rates == {0.3}
     assert all(isinstance(layer.drop, nn.Dropout) for layer in model.layers)

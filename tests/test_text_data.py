@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
+from tests.conftest import real_data
 
 from sweeplab.data.text import batchify, get_batch, load_corpus, tokenize
-from tests.conftest import real_data
 
 
 def test_wikitext2_vocabulary_and_token_counts():

@@ -6,14 +6,14 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from sweeplab.errors import UserError
+
 
 class _Group(TyperGroup):
     """Every error a user can cause ends as one line on stderr and exit code 2; others keep their traceback."""
@@ -53,14 +53,14 @@ STORE = typer.Option(None, "--store", help="store URL (default $SWEEPLAB_STORE o
 # ---------------------------------------------------------------------------------------------- run
 @app.command(context_settings={"allow_extra_args": False}, add_help_option=False)
 def run(ctx: typer.Context,
-        task: Optional[str] = typer.Argument(None, help="task: lm, image, toy2d, palindrome, addition"),
-        overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides, e.g. model.nlayers=2"),
+        task: str | None = typer.Argument(None, help="task: lm, image, toy2d, palindrome, addition"),
+        overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides, e.g. model.nlayers=2"),
         as_json: bool = typer.Option(False, "--json", help="last line of stdout: the run as one JSON object"),
         dry_run: bool = typer.Option(False, "--dry-run", help="build data and model, train nothing"),
         dump_config: bool = typer.Option(False, "--dump-config", help="print the resolved config and exit"),
-        store: Optional[str] = STORE,
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
-        name: Optional[str] = typer.Option(None, "--name", help="run name (default TASK-MODEL-KEY)"),
+        store: str | None = STORE,
+        device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
+        name: str | None = typer.Option(None, "--name", help="run name (default TASK-MODEL-KEY)"),
         show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys")) -> None:
     """Train one run of TASK (resumes an interrupted run of the same config)."""
     from sweeplab.config import parse_overrides, resolve, run_key
@@ -100,10 +100,9 @@ def print_result(result) -> None:
 
 
 def print_task_help(task_name: str) -> None:
+    import sweeplab.tasks  # noqa: F401
     from sweeplab.config import OptimConfig, describe
     from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
-
-    import sweeplab.tasks  # noqa: F401
 
     task = TASKS.get(task_name, key="task").obj
     out.print(f"[bold]sweeplab run {task_name}[/] [KEY=VALUE ...] — {task.__doc__.strip().splitlines()[0]}")
@@ -128,8 +127,8 @@ def print_task_help(task_name: str) -> None:
 
 # -------------------------------------------------------------------------------------------- runs
 @runs_app.command("list")
-def runs_list(store: Optional[str] = STORE, task: Optional[str] = typer.Option(None, help="only this task"),
-              sweep: Optional[str] = typer.Option(None, help="only this sweep")) -> None:
+def runs_list(store: str | None = STORE, task: str | None = typer.Option(None, help="only this task"),
+              sweep: str | None = typer.Option(None, help="only this sweep")) -> None:
     """One line per run: id, name, task, status, epochs and its headline metrics."""
     from sweeplab.store import open_store
 
@@ -146,7 +145,7 @@ def runs_list(store: Optional[str] = STORE, task: Optional[str] = typer.Option(N
 
 @runs_app.command("show")
 def runs_show(run_ref: str = typer.Argument(..., metavar="RUN", help="run id, id prefix or name"),
-              store: Optional[str] = STORE) -> None:
+              store: str | None = STORE) -> None:
     """Everything stored about one run: config, environment, summary, artifacts."""
     from sweeplab.store import open_store
 
@@ -164,7 +163,7 @@ def runs_show(run_ref: str = typer.Argument(..., metavar="RUN", help="run id, id
 @runs_app.command("export")
 def runs_export(fmt: str = typer.Option("csv", "--format", help="csv or json"),
                 metrics: bool = typer.Option(False, "--metrics", help="every metric row instead of one row per run"),
-                store: Optional[str] = STORE) -> None:
+                store: str | None = STORE) -> None:
     """Runs (with summaries) or metric rows, as CSV or JSON on stdout."""
     from sweeplab.config import flatten
     from sweeplab.store import open_store
@@ -197,9 +196,10 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
              temperature: float = typer.Option(1.0, help="higher: more diverse"),
              top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k likeliest words, 0 = all"),
              seed: int = typer.Option(1111), prompt: str = typer.Option("", help="text to continue"),
-             store: Optional[str] = STORE) -> None:
+             store: str | None = STORE) -> None:
     """Text from a language-model run's best checkpoint."""
-    from sweeplab.report.lm_artifacts import generate as sample, load_lm
+    from sweeplab.report.lm_artifacts import generate as sample
+    from sweeplab.report.lm_artifacts import load_lm
     from sweeplab.store import open_store
 
     db = open_store(store)
@@ -211,7 +211,7 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
 def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
               text: str = typer.Option("", help="text to attend over (default: the run's validation text)"),
               out_file: Path = typer.Option(Path("attention.svg"), "--out", help=".svg or .png"),
-              store: Optional[str] = STORE) -> None:
+              store: str | None = STORE) -> None:
     """Attention heat maps (a row per layer, a column per head) of a Transformer LM run."""
     from sweeplab.report.lm_artifacts import load_lm, save_attention
     from sweeplab.store import open_store
@@ -247,7 +247,7 @@ def data_list() -> None:
 
 
 @data_app.command("check")
-def data_check(name: Optional[str] = typer.Argument(None, help="one dataset (default: all present ones)")) -> None:
+def data_check(name: str | None = typer.Argument(None, help="one dataset (default: all present ones)")) -> None:
     """Verify files and checksums; exit 2 if a named dataset is missing or damaged."""
     from sweeplab.data.catalog import SOURCES, check, get_source
 
@@ -276,8 +276,8 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
 @app.command()
 def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME",
                                                 help="experiment files or stored sweep names"),
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
-           store: Optional[str] = STORE) -> None:
+           out_dir: Path | None = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
+           store: str | None = STORE) -> None:
     """index.html (self-contained), report.md and figures/ from the run store only."""
     from sweeplab.report.build import default_out_dir, write_report
     from sweeplab.store import open_store
@@ -289,14 +289,14 @@ def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWE
 # ------------------------------------------------------------------------------------------- sweep
 @app.command()
 def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="an experiment file"),
-          overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE applied to every cell, last"),
+          overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE applied to every cell, last"),
           workers: int = typer.Option(1, "--workers", min=1, help="local worker processes sharing the cores"),
           executor: str = typer.Option("local", "--executor", help="local or ray (ray needs a PostgreSQL store)"),
-          scale: Optional[str] = typer.Option(None, "--scale", help="quick or full (default: quick)"),
-          budget: Optional[str] = typer.Option(None, "--budget", help="fit the table in this time, e.g. 20m"),
+          scale: str | None = typer.Option(None, "--scale", help="quick or full (default: quick)"),
+          budget: str | None = typer.Option(None, "--budget", help="fit the table in this time, e.g. 20m"),
           plan: bool = typer.Option(False, "--plan", help="print the plan and its time estimate; train nothing"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed cells again"),
-          store: Optional[str] = STORE) -> None:
+          store: str | None = STORE) -> None:
     """Run every cell of an experiment file; finished cells are skipped, interrupted ones resume."""
     from sweeplab.config import parse_overrides
     from sweeplab.sweep.run import SweepOptions, run_sweep
@@ -320,13 +320,13 @@ def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help
 
 @app.command("import")
 def import_log(log: Path = typer.Argument(..., metavar="LOG", help="a pytorch/examples-style training log"),
-               overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE: the config the log was made "
+               overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE: the config the log was made "
                                                                           "with, e.g. model=gru model.nlayers=2"),
                task: str = typer.Option(..., "--task", help="lm (word_language_model) or image (imagenet)"),
                name: str = typer.Option(..., "--name", help="run name"),
-               sweep_name: Optional[str] = typer.Option(None, "--sweep", help="file the run under this sweep ..."),
-               cell: Optional[str] = typer.Option(None, "--cell", help="... as this cell, to fill a table cell"),
-               store: Optional[str] = STORE) -> None:
+               sweep_name: str | None = typer.Option(None, "--sweep", help="file the run under this sweep ..."),
+               cell: str | None = typer.Option(None, "--cell", help="... as this cell, to fill a table cell"),
+               store: str | None = STORE) -> None:
     """Turn a log of a run made elsewhere into a stored run (status imported), with its provenance."""
     from sweeplab.config import parse_overrides
     from sweeplab.store import open_store
@@ -347,7 +347,7 @@ def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run 
             as_json: bool = typer.Option(False, "--json", help="the whole comparison as one JSON object"),
             limit: int = typer.Option(20, min=0, help="differing samples listed in the table"),
             device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
-            store: Optional[str] = STORE) -> None:
+            store: str | None = STORE) -> None:
     """Where two checkpoints predict differently: agreement, accuracies, per-class deltas, who is right."""
     from sweeplab.engine.compare import compare_runs, print_comparison
     from sweeplab.store import open_store

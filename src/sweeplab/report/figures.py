@@ -22,8 +22,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from sweeplab.report.collect import CellData, Point, RunData
-from sweeplab.report.spec import FigureSpec, ReportSpec
+from sweeplab.report.spec import ReportSpec
 from sweeplab.report.values import status_reason, versus_points
+from sweeplab.sweep.experiment import Figure as FigureSpec
 
 COLORS = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
 TEXT_FILE = "generated.txt"
@@ -100,7 +101,8 @@ def figure_kind(kind: str) -> Callable:
 
 def create_blocks(spec: ReportSpec, cells: list[CellData]) -> list[Block]:
     ctx = Context(spec, cells)
-    figures = spec.figures or [FigureSpec("curves", tuple(default_curve_metrics(cells)))]
+    default = default_curve_metrics(cells)  # an experiment that names no figures still gets its curves
+    figures = spec.figures or ([FigureSpec(kind="curves", metrics=default)] if default else [])
     with matplotlib.rc_context(STYLE):
         return [block for fs in figures for block in FIGURES[fs.kind](fs, ctx)]
 

@@ -12,8 +12,8 @@ from pydantic import Field
 from torch import nn
 
 from sweeplab.config import TrainConfig
-from sweeplab.errors import UserError
 from sweeplab.data.text import Corpus, Dictionary, batchify, get_batch, load_corpus
+from sweeplab.errors import UserError
 from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.tasks.base import StepOutput, Task
