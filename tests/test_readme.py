@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import glob
 import re
-import time
 import shlex
+import time
 from pathlib import Path
 
 import pytest
