@@ -35,6 +35,15 @@ def sweeplab(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", "sweeplab", *args])
 
 
+def print_table(report: Path, sweep: str) -> None:
+    """The language-model table of the course report, as the report wrote it."""
+    escaped = sweep.replace("_", r"\_")  # as Markdown writes it
+    for section in report.read_text(encoding="utf8").split("\n## ")[1:]:
+        if f"sweep {escaped} " in section:
+            print("\n## " + section.split("\n", 1)[0])
+            print("\n".join(line for line in section.split("### Figures")[0].splitlines() if line.startswith("|")))
+
+
 def main() -> None:
     start = time.time()
     files = sorted(EXPERIMENTS.glob("*.yaml"))
@@ -48,6 +57,7 @@ def main() -> None:
             continue
         sweeplab("sweep", str(path), "--scale", "quick", "--workers", "2")
     sweeplab("report", *map(str, files), "--out", str(OUT))
+    print_table(OUT / "report.md", "lm_wikitext2")
     print(f"\nreport: {OUT / 'index.html'} and {OUT / 'report.md'} ({time.time() - start:.0f} s in all)")
     for name, reason in skipped.items():
         print(f"not run: {name}: {reason}")
