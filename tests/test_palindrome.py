@@ -19,7 +19,7 @@ from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import open_store
-from sweeplab.tasks.palindrome import convergence_step
+from sweeplab.tasks.steps import convergence_step
 
 CPU = torch.device("cpu")
 

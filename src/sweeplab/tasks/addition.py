@@ -13,7 +13,7 @@ from torch import nn
 from sweeplab.data.sequences import AdditionData
 from sweeplab.registry import TASKS
 from sweeplab.tasks.base import StepOutput
-from sweeplab.tasks.palindrome import StepTask
+from sweeplab.tasks.steps import StepTask
 
 
 @TASKS.register("addition")
