@@ -24,9 +24,12 @@ def dataset_dir(path: str, default_folder: str, name: str) -> Path:
     """`data.path` if given, else the dataset's usual folder under the data root."""
     folder = Path(os.path.expandvars(path)).expanduser() if path else data_root() / default_folder
     if not folder.is_dir():
+        from sweeplab.data.catalog import SOURCES  # the catalog knows each dataset's files
+
         where = f"data.path={path}" if path else f"{folder} (data root: $SWEEPLAB_DATA or ~/.cache/sweeplab/data)"
-        raise UserError(f"dataset {name!r}: folder not found: {where}; run `sweeplab data fetch {name}` "
-                        f"or point data.path at a folder in the same layout")
+        files = f" holding {', '.join(SOURCES[name].files)}" if name in SOURCES and SOURCES[name].files else ""
+        raise UserError(f"dataset {name!r}: folder not found: {where}; put the folder there{files}, "
+                        f"or run `sweeplab data fetch {name}`, or point data.path at a folder in the same layout")
     return folder
 
 
