@@ -23,13 +23,13 @@ def _fmt(value: float) -> str:
 class EpochProgress:
     """One epoch's progress. `quiet` prints nothing (sweep workers report through the store)."""
 
-    def __init__(self, *, epoch: int, total: int, unit: str, quiet: bool = False):
-        self.epoch, self.total, self.unit = epoch, total, unit
+    def __init__(self, *, epoch: int, total: int, unit: str, epoch_name: str = "epoch", quiet: bool = False):
+        self.epoch, self.total, self.unit, self.epoch_name = epoch, total, unit, epoch_name
         self.interactive = not quiet and sys.stderr.isatty()
         self.quiet = quiet
         self._bar: Progress | None = None
         if self.interactive:
-            self._bar = Progress(TextColumn(f"epoch {epoch:>3}"), BarColumn(), MofNCompleteColumn(),
+            self._bar = Progress(TextColumn(f"{epoch_name} {epoch:>3}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
                                  TimeRemainingColumn(), console=_console, transient=True)
             self._task = self._bar.add_task("train", total=total, info="")
@@ -44,7 +44,8 @@ class EpochProgress:
         if self._bar is not None:
             self._bar.update(self._task, info=info)
         elif not self.quiet:
-            print(f"| epoch {self.epoch:3d} | {batch:5d}/{self.total:5d} {self.unit} {info}", file=sys.stderr, flush=True)
+            line = f"| {self.epoch_name} {self.epoch:3d} | {batch:5d}/{self.total:5d} {self.unit} {info}"
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

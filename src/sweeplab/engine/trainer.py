@@ -81,7 +81,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
         progress = EpochProgress(epoch=epoch, total=self.task.batches_per_epoch(), unit=self.task.batch_name,
-                                 quiet=self.quiet)
+                                 epoch_name=self.task.epoch_name, quiet=self.quiet)
         epoch_sums: dict[str, Any] = {}
         interval_sums: dict[str, Any] = {}
         epoch_start = interval_start = time.perf_counter()
@@ -139,7 +139,7 @@ class Trainer:
             self.recorder.log(step=self.state.step, epoch=epoch, split=split, values=values)
         line = fmt_metrics({k.replace("/", " "): v for k, v in self.recorder.last.items()
                             if k.split("/")[0] in self.task.eval_splits})
-        say(f"| end of epoch {epoch:3d} | time: {time.perf_counter() - start:5.2f}s eval | {line}", self.quiet)
+        say(f"| end of {self.task.epoch_name} {epoch:3d} | time: {time.perf_counter() - start:5.2f}s eval | {line}", self.quiet)
         value = self.recorder.last.get(self.task.monitor, math.nan)
         if value < self.state.best:
             self.state.best, self.state.best_epoch = value, epoch

@@ -35,6 +35,7 @@ class Task:
     final_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, with the best checkpoint
     item_name: ClassVar[str] = "samples"  # what `n` counts: throughput is reported as <item>/s
     batch_name: ClassVar[str] = "batches"
+    epoch_name: ClassVar[str] = "epoch"  # what one pass of train_batches is called in the log lines
 
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg = cfg

@@ -60,6 +60,7 @@ class StepTask(Task):
     eval_splits = ("valid",)
     final_splits = ("test",)
     batch_name = "steps"
+    epoch_name = "block"  # train.eval_every steps, then an evaluation
     data: Any  # the dataset object: input_dim, num_classes, batch(rng, n, device)
 
     def build(self) -> nn.Module:
