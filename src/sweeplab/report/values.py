@@ -82,7 +82,7 @@ def status_reason(run: RunData) -> str:
         where = run.divergence()
         return f"diverged at epoch {where.epoch}" if where else "diverged"
     if row.status in ("finished", "imported"):  # the store keeps inf and NaN as NULL
-        return "not finite (e.g. perplexity of a loss over 700 nats)"
+        return "overflow (not finite)"
     return row.status
 
 
