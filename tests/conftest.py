@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 _shared = REPO.parent / "shared" / "data"
@@ -25,6 +26,15 @@ def _private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """Every test gets its own prepared-data cache and default store; nothing touches ~/.cache or ./runs."""
     monkeypatch.setenv("SWEEPLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("SWEEPLAB_STORE", raising=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny, sequential models: a second intra-op thread only adds contention on a busy 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

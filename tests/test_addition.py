@@ -29,13 +29,7 @@ CPU = torch.device("cpu")
 BIG = st.integers(0, 10**40 - 1)  # up to 40 digits: far past 64-bit integers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny and sequential: a second intra-op thread only adds contention on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(max_digits: int, reverse: bool = True) -> AdditionData:

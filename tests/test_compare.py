@@ -23,13 +23,7 @@ DIGITS = {"data": "digits", "model": "mlp", "model.hidden": 32, "model.layers": 
           "train.batch_size": 32, "data.train_limit": 256, "optim.lr": 0.02}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: one intra-op thread is as fast, and does not spin against other processes' threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(store_url: str, name: str, **overrides) -> str:

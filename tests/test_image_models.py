@@ -22,13 +22,7 @@ SPECS = {"cifar": ImageSpec(3, 32, 32, 10), "mnist": ImageSpec(1, 28, 28, 10), "
          "tiny": ImageSpec(3, 64, 64, 200)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: one intra-op thread is as fast, and does not spin against other processes' threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name: str, spec: ImageSpec, **cfg) -> torch.nn.Module:

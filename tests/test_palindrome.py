@@ -24,13 +24,7 @@ from sweeplab.tasks.steps import convergence_step
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny and sequential: a second intra-op thread only adds contention on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 QUICK = {"train.max_steps": 200, "train.eval_every": 100, "train.eval_batch_size": 500, "data.test_size": 1000}
 
 

@@ -219,12 +219,13 @@ def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
     if out_file.suffix not in (".svg", ".png"):
         raise UserError(f"--out: {out_file} must end in .svg or .png")
     db = open_store(store)
-    model, dictionary, _ = load_lm(db, db.get_run(run_ref))
-    tokens = text.split() or _validation_text(db, db.get_run(run_ref))
+    run = db.get_run(run_ref)
+    model, dictionary, _ = load_lm(db, run)
+    tokens = text.split() or _validation_text(run)
     print(save_attention(model, dictionary, tokens, out_file))
 
 
-def _validation_text(db, run) -> list[str]:
+def _validation_text(run) -> list[str]:
     from sweeplab.data.text import load_corpus
     from sweeplab.tasks.lm import ATTENTION_TOKENS
 

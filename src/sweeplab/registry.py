@@ -1,7 +1,7 @@
 """One generic registry: tasks, models, datasets and optimizers register by name."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -52,13 +52,6 @@ class Registry(Generic[T]):
 
     def names(self, group: str = "") -> list[str]:
         return sorted(n for g, n in self._entries if g == group)
-
-    def entries(self, group: str = "") -> Iterator[Entry[T]]:
-        for name in self.names(group):
-            yield self._entries[(group, name)]
-
-    def groups(self) -> list[str]:
-        return sorted({g for g, _ in self._entries})
 
     def __contains__(self, item: Any) -> bool:
         group, name = item if isinstance(item, tuple) else ("", item)

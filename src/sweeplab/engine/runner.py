@@ -27,8 +27,6 @@ from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
 from sweeplab.store.db import FINAL_STATUSES, redact
 
-RESUMABLE = ("interrupted", "running")
-
 
 @dataclass
 class RunResult:

@@ -73,7 +73,6 @@ class CellData:
     label: str
     runs: list[RunData]
     expected: bool = True  # False: stored under the sweep but not in the experiment's grid
-    superseded: int = 0  # older runs of the same cell and seed that the report does not use
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,7 +98,7 @@ def _cell(label: str, rows: list[RunRow], store: Store, keys: set[str], expected
         if seed not in chosen or row.key in keys or chosen[seed].key not in keys:
             chosen[seed] = row
     ordered = sorted(chosen.values(), key=lambda r: (_sortable(r.config.get("seed")), r.created_at))
-    cell = CellData(label, [load_run(store, row) for row in ordered], expected, len(rows) - len(ordered))
+    cell = CellData(label, [load_run(store, row) for row in ordered], expected)
     if keys:  # a run from another scale or budget stands in for a run the last sweep has not made yet
         cell.extra["stale"] = [run for run in cell.runs if run.row.key not in keys and run.row.status != "imported"]
     return cell

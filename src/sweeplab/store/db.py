@@ -111,12 +111,6 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
 
-    def delete_run(self, run_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(metrics.delete().where(metrics.c.run_id == run_id))
-            conn.execute(summaries.delete().where(summaries.c.run_id == run_id))
-            conn.execute(runs.delete().where(runs.c.id == run_id))
-
     def find_by_key(self, key: str) -> RunRow | None:
         """The most recent run with this config key."""
         with self.engine.connect() as conn:

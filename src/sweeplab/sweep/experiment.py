@@ -18,7 +18,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sweeplab.config import _Loader as _ConfigLoader
 from sweeplab.errors import UserError
 
-AGGREGATES = ("final", "best", "min", "max", "mean", "at-epoch")
 Aggregate = Literal["final", "best", "min", "max", "mean", "at-epoch"]
 FIRST_SEED = 1111  # `seeds: n` -> 1111, 1112, ...: seed 1111 is every run's default, so `seeds: 1` is the plain run
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
