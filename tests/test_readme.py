@@ -52,7 +52,7 @@ def adapted(args: list[str]) -> list[str]:
 
 def test_readme_has_recipes_for_every_command():
     used = {args[0] for args in readme_commands()}
-    assert {"run", "sweep", "report", "runs", "generate", "attention", "compare", "import"} <= used
+    assert {"run", "sweep", "report", "runs", "generate", "attention", "compare", "import", "bench"} <= used
 
 
 def test_every_readme_command_works(tmp_path, monkeypatch):

@@ -42,8 +42,10 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
                   help="Run the classic deep-learning course experiments as reproducible runs, sweeps and reports.")
 runs_app = typer.Typer(no_args_is_help=True, help="List, show and export stored runs.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, check, fetch.")
+bench_app = typer.Typer(no_args_is_help=True, help="Time the same run on different hardware.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 out = Console()
 
 EXIT_CODES = {"diverged": 3, "interrupted": 130, "failed": 1}  # SPEC §1; 130 as for Ctrl-C
@@ -363,3 +365,40 @@ def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run 
 # -------------------------------------------------------------------------------------------- main
 def main() -> None:
     app()
+
+
+# -------------------------------------------------------------------------------------------- bench
+@bench_app.command("devices")
+def bench_devices(task: str = typer.Argument(..., help="task: lm, image, toy2d, palindrome, addition"),
+                  overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides of the run"),
+                  steps: int = typer.Option(100, "--steps", min=10, help="optimizer steps per setup"),
+                  gpus: int | None = typer.Option(None, "--gpus", min=2, help="GPUs of the DDP row (default: all)"),
+                  as_json: bool = typer.Option(False, "--json", help="last line of stdout: the rows as JSON"),
+                  store: str | None = STORE) -> None:
+    """The same run on the CPU, 1 GPU and N GPUs (DDP): time per batch and per epoch, and the speed-up.
+
+    Each setup is a stored run of --steps steps (evaluation still runs at its end); setups this machine
+    lacks are listed with the reason.
+    """
+    from sweeplab.config import parse_overrides
+    from sweeplab.engine.bench import bench_devices as run_bench
+    from sweeplab.store import open_store
+
+    rows = run_bench(task, parse_overrides(overrides or []), open_store(store), steps=steps, gpus=gpus, quiet=as_json)
+    if as_json:
+        print(json.dumps([row.to_json() for row in rows]))
+        return
+    table = Table("setup", "ms/batch", "epoch", "speed-up", "run", title=f"{task} on each device: {steps} steps",
+                  caption="ms/batch: median after warm-up; epoch: ms/batch x batches per epoch")
+    for row in rows:
+        if row.status == "skipped":
+            table.add_row(row.setup, "-", "-", "-", f"skipped: {row.note}")
+            continue
+        setup = row.setup if row.device == row.setup else f"{row.setup}: {row.device}"
+        table.add_row(setup, _num(row.ms_per_batch, "{:.1f}"), _num(row.epoch_s, "{:.1f} s"), _num(row.speedup, "{:.2f}x"),
+                      f"{row.run_id} {row.status}")
+    out.print(table)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)

@@ -48,6 +48,7 @@ class TrainConfig(Section):
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (steps for step-based tasks)")
     log_every: int = Field(200, ge=1, description="log every N training batches")
     keep_checkpoints: Literal["all", "best", "last"] = Field("all", description="which checkpoints to keep")
+    nproc: int = Field(1, ge=1, description="processes training the run together (DDP): GPUs with device=cuda")
 
 
 class DataConfig(Section):

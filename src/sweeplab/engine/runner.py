@@ -11,18 +11,19 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from sweeplab.config import RunConfig, run_key
-from sweeplab.engine import checkpoint
+from sweeplab.engine import checkpoint, distributed
 from sweeplab.engine.device import device_name, get_device, keep_freed_memory
+from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import say
 from sweeplab.engine.trainer import Trainer
-from sweeplab.errors import Diverged
+from sweeplab.errors import Diverged, UserError
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
 from sweeplab.store.db import FINAL_STATUSES, redact
@@ -77,10 +78,17 @@ def default_name(cfg: RunConfig) -> str:
 def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> RunResult:
     """Run `cfg` to the end (or resume it). Bad input raises UserError before any row is written."""
     opts = opts or RunOptions()
+    dist = distributed.current()
     device = get_device(cfg.device)
+    distributed.check_request(cfg.device, cfg.train.nproc, cfg.train.batch_size)
+    if cfg.train.nproc > 1 and not dist.active and not opts.dry_run:
+        return _execute_ddp(cfg, store, opts)
+    if dist.active:
+        device = distributed.rank_device(device, dist.rank)
+        distributed.init_group(dist, device)
     if device.type == "cpu":
         keep_freed_memory()
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same on every rank: same weights, same data order, resumable
     task = TASKS.get(cfg.task, key="task").obj(cfg, device)
     model = task.build()
     params = task.count_params(model)
@@ -88,20 +96,11 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
                        store=redact(store.url))
     if opts.dry_run:
         return result
-    key = run_key(cfg)
-    existing = store.find_by_key(key)
-    if existing and (existing.status in FINAL_STATUSES or (existing.status == "failed" and not opts.retry_failed)):
-        say(f"run {existing.id} ({existing.name}) has this config and is {existing.status}: not trained again", opts.quiet)
-        return stored_result(store, existing)
-    if existing:
-        run_id = existing.id
-        store.update_run(run_id, status="running", error=None, env=environment(device), sweep=opts.sweep or existing.sweep,
-                         cell=opts.cell or existing.cell, note=opts.note or existing.note)
-    else:
-        run_id = store.create_run(key=key, name=opts.name or default_name(cfg), task=cfg.task, config=cfg.to_dict(),
-                                  env=environment(device), sweep=opts.sweep, cell=opts.cell, note=opts.note)
+    run_id, done = dist.broadcast(_open_run(cfg, store, opts, device, dist) if dist.is_main else None)
+    if done:
+        return stored_result(store, store.get_run(run_id))
     run_dir = store.run_dir(run_id)
-    trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet)
+    trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet, dist=dist)
     resume_from(trainer, store, run_id)
     result.run_id = run_id
     result.status = _train(trainer, task, store, run_id, opts.quiet)
@@ -110,16 +109,66 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
     return result
 
 
+def _open_run(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.device, dist: Dist) -> tuple[str, bool]:
+    """The run's row, created or taken over for resuming; (run_id, True) when it must not train again."""
+    existing = store.find_by_key(run_key(cfg))
+    if _done(existing, opts):
+        return existing.id, True
+    env = environment(device, dist)
+    if existing:
+        store.update_run(existing.id, status="running", error=None, env=env, sweep=opts.sweep or existing.sweep,
+                         cell=opts.cell or existing.cell, note=opts.note or existing.note)
+        return existing.id, False
+    return store.create_run(key=run_key(cfg), name=opts.name or default_name(cfg), task=cfg.task, config=cfg.to_dict(),
+                            env=env, sweep=opts.sweep, cell=opts.cell, note=opts.note), False
+
+
+def _done(row: RunRow | None, opts: RunOptions) -> bool:
+    """A run with this config that must not train again: it ended, or it failed and failures are not retried."""
+    if row and (row.status in FINAL_STATUSES or (row.status == "failed" and not opts.retry_failed)):
+        say(f"run {row.id} ({row.name}) has this config and is {row.status}: not trained again", opts.quiet)
+        return True
+    return False
+
+
+def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
+    """Start the ranks and wait; the run's row, written by rank 0, tells how it ended."""
+    existing = store.find_by_key(run_key(cfg))
+    if _done(existing, opts):
+        return stored_result(store, existing)
+    interrupted = False
+    try:
+        with _sigterm_as_interrupt():
+            outcome = distributed.launch(cfg.to_dict(), store.url, asdict(opts), cfg.train.nproc)
+    except KeyboardInterrupt:
+        outcome, interrupted = {}, True
+    row = store.find_by_key(run_key(cfg))
+    if "error" in outcome:
+        if row and row.status not in FINAL_STATUSES:
+            store.update_run(row.id, status="failed", error=outcome["error"], ended_at=time.time())
+        raise (UserError if outcome["user_error"] else RuntimeError)(outcome["error"])
+    if row is None:
+        raise RuntimeError("the DDP ranks ended without creating the run")
+    if row.status == "running":  # rank 0 was stopped before it could say so
+        store.update_run(row.id, status="interrupted" if interrupted else "failed", ended_at=time.time(),
+                         error="DDP ranks stopped")
+        row = store.get_run(row.id)
+    return stored_result(store, row)
+
+
 def resume_from(trainer: Trainer, store: Store, run_id: str) -> None:
     epochs = checkpoint.list_epochs(trainer.run_dir)
     last = epochs[-1] if epochs else 0
-    store.delete_metrics_after(run_id, last)  # rows of the epoch that did not complete
+    if trainer.dist.is_main:
+        store.delete_metrics_after(run_id, last)  # rows of the epoch that did not complete
     if last:
         trainer.restore(last)
         say(f"resuming run {run_id} after epoch {last}", trainer.quiet)
 
 
 def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) -> str:
+    if not trainer.dist.is_main:  # the other ranks train and evaluate; rank 0 writes what happened
+        return _train_rank(trainer)
     status, error = "finished", None
     try:
         with _sigterm_as_interrupt():
@@ -140,13 +189,25 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
     finally:
         trainer.recorder.close()
     summary = {**trainer.recorder.last, **extra, "params": task.count_params(trainer.model),
-               "epochs": trainer.state.epoch, "steps": trainer.state.step}
+               "epochs": trainer.state.epoch, "steps": trainer.state.step, "batches_per_epoch": task.batches_per_epoch()}
     if trainer.state.best_epoch:
         summary["best_epoch"] = trainer.state.best_epoch
     store.set_summary(run_id, {k: float(v) for k, v in summary.items()})
     store.update_run(run_id, status=status, error=error, ended_at=time.time(), epoch=trainer.state.epoch,
                      step=trainer.state.step)
     return status
+
+
+def _train_rank(trainer: Trainer) -> str:
+    try:
+        with _sigterm_as_interrupt():
+            trainer.fit()
+            trainer.evaluate_final()
+    except Diverged:
+        return "diverged"
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "finished"
 
 
 def stored_result(store: Store, row: RunRow) -> RunResult:
@@ -172,10 +233,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, dist: Dist = Dist()) -> dict[str, Any]:
     return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
             "platform": platform.platform(), "host": platform.node(), "device": device_name(device),
-            "threads": torch.get_num_threads(), "git_commit": _git_commit(), "pid": os.getpid()}
+            "threads": torch.get_num_threads(), "processes": dist.world, "git_commit": _git_commit(), "pid": os.getpid()}
 
 
 def _git_commit() -> str | None:

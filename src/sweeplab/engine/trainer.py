@@ -12,6 +12,7 @@ from torch import nn
 
 from sweeplab.engine import checkpoint
 from sweeplab.engine.device import autocast, synchronize
+from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import EpochProgress, fmt_metrics, say
 from sweeplab.engine.schedule import get_lr
 from sweeplab.errors import Diverged
@@ -29,36 +30,44 @@ class TrainState:
 
 
 class Recorder:
-    """Metrics go to the store (append-only) and to TensorBoard event files."""
+    """Metrics go to the store (append-only) and to TensorBoard event files; `last` holds the latest values.
+    Under DDP only rank 0 writes, but every rank keeps `last` (it picks the best epoch on all of them)."""
 
-    def __init__(self, store: Store, run_id: str, run_dir: Path):
+    def __init__(self, store: Store, run_id: str, run_dir: Path, *, write: bool = True):
         self.store, self.run_id = store, run_id
-        from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
+        self.tb = None
+        if write:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
-        self.tb = SummaryWriter(str(run_dir / "tb"))
+            self.tb = SummaryWriter(str(run_dir / "tb"))
         self.last: dict[str, float] = {}
 
     def log(self, *, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
-        self.store.log_metrics(self.run_id, [Metric(step, epoch, split, k, float(v)) for k, v in values.items()])
+        if self.tb is not None:
+            self.store.log_metrics(self.run_id, [Metric(step, epoch, split, k, float(v)) for k, v in values.items()])
         for name, value in values.items():
-            self.tb.add_scalar(f"{split}/{name}", value, step)
+            if self.tb is not None:
+                self.tb.add_scalar(f"{split}/{name}", value, step)
             self.last[f"{split}/{name}"] = float(value)
 
     def close(self) -> None:
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 class Trainer:
-    def __init__(self, task: Task, model: nn.Module, *, store: Store, run_id: str, run_dir: Path, quiet: bool = False):
-        self.task, self.model = task, model
+    def __init__(self, task: Task, model: nn.Module, *, store: Store, run_id: str, run_dir: Path, quiet: bool = False,
+                 dist: Dist = Dist()):
+        self.task, self.model, self.dist = task, model, dist
         self.cfg = task.cfg.train
         self.device = task.device
         self.run_dir, self.quiet = run_dir, quiet
         self.optimizer = task.create_optimizer(model)
         self.base_lr = task.cfg.optim.lr
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
-        self.forward_model = torch.compile(model) if self.cfg.compile else model
-        self.recorder = Recorder(store, run_id, run_dir)
+        wrapped = dist.wrap(model, self.device)  # DistributedDataParallel averages the gradients of the ranks
+        self.forward_model = torch.compile(wrapped) if self.cfg.compile else wrapped
+        self.recorder = Recorder(store, run_id, run_dir, write=dist.is_main)
         self.state = TrainState()
         self.epochs = task.num_epochs()
         self.total_steps = self.epochs * task.batches_per_epoch()
@@ -89,6 +98,8 @@ class Trainer:
         lr = self.lr_for(epoch)
         try:
             for batch in self.task.train_batches(epoch):
+                if self.dist.active:
+                    batch = self.task.shard(batch, self.dist.rank, self.dist.world)
                 lr = self.set_lr(epoch)
                 out = self.train_step(batch)
                 _accumulate(epoch_sums, out)
@@ -99,7 +110,7 @@ class Trainer:
                 if batches % self.cfg.log_every == 0:  # the only host synchronisation in the loop
                     synchronize(self.device)
                     ms = (time.perf_counter() - interval_start) * 1000 / interval_batches
-                    metrics = self.check_finite(self.task.train_metrics(_to_host(interval_sums)), epoch)
+                    metrics = self.check_finite(self.task.train_metrics(self.to_host(interval_sums)), epoch)
                     progress.log(batches, lr, ms, metrics)
                     self.recorder.log(step=self.state.step, epoch=epoch, split="step",
                                       values={**metrics, "lr": lr, "ms_per_batch": ms})
@@ -110,7 +121,7 @@ class Trainer:
             progress.close()
         synchronize(self.device)
         elapsed = time.perf_counter() - epoch_start
-        sums = _to_host(epoch_sums)
+        sums = self.to_host(epoch_sums)
         metrics = self.check_finite(self.task.train_metrics(sums), epoch)
         metrics.update({"lr": lr, "ms_per_batch": elapsed * 1000 / max(batches, 1),
                         f"{self.task.item_name}_per_s": sums.get("n", 0) / max(elapsed, 1e-9),
@@ -168,6 +179,10 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def to_host(self, sums: dict[str, Any]) -> dict[str, float]:
+        """The accumulated sums as numbers, summed over the ranks under DDP."""
+        return self.dist.all_sum(sums, self.device)
+
     def out_of_steps(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
 
@@ -182,9 +197,11 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "train_state": asdict(self.state),
                  "rng": torch.get_rng_state()}
-        checkpoint.save_atomic(state, checkpoint.epoch_path(self.run_dir, epoch))
-        if self.cfg.keep_checkpoints != "all":
-            checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch})
+        if self.dist.is_main:
+            checkpoint.save_atomic(state, checkpoint.epoch_path(self.run_dir, epoch))
+            if self.cfg.keep_checkpoints != "all":
+                checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch})
+        self.dist.barrier()  # every rank may read it (best weights at the end) once it is there
 
     def restore(self, epoch: int) -> None:
         """Continue after `epoch`: weights, optimizer, schedule state and the RNG, as they were."""
@@ -208,6 +225,3 @@ def _accumulate(sums: dict[str, Any], out: StepOutput) -> None:
     for key, value in out.sums.items():
         sums[key] = sums.get(key, 0) + value.detach()
 
-
-def _to_host(sums: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in sums.items()}

@@ -67,6 +67,10 @@ class Task:
         """The batches of one epoch: a pure function of (seed, epoch), so a resumed run sees the same ones."""
         raise NotImplementedError
 
+    def shard(self, batch: Any, rank: int, world: int) -> Any:
+        """This rank's part of a training batch under DDP (train.nproc > 1): equal slices of every tensor."""
+        return tuple(t.tensor_split(world)[rank] for t in batch)
+
     def train_step(self, model: nn.Module, batch: Any) -> StepOutput:
         raise NotImplementedError
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from sweeplab.config import TrainConfig
 from sweeplab.data.text import Corpus, Dictionary, batchify, get_batch, load_corpus
+from sweeplab.engine.distributed import unwrap
 from sweeplab.errors import UserError
 from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
 from sweeplab.registry import MODELS, TASKS
@@ -76,10 +77,16 @@ class LanguageModelTask(Task):
         for i in range(0, source.size(0) - 1, self.cfg.train.bptt):
             yield get_batch(source, i, self.cfg.train.bptt)
 
+    def shard(self, batch: tuple[torch.Tensor, torch.Tensor], rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns of the (bptt, batch) window: each rank carries the hidden state of its own streams."""
+        x, y = batch
+        cols = slice(rank * x.size(1) // world, (rank + 1) * x.size(1) // world)
+        return x[:, cols], y.view(x.shape)[:, cols].reshape(-1)
+
     def train_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y = batch
         if self.hidden is None:
-            self.hidden = _base(model).init_hidden(x.size(1))
+            self.hidden = unwrap(model).init_hidden(x.size(1))
         logits, hidden = model(x, repackage_hidden(self.hidden))
         self.hidden = hidden
         return StepOutput(F.cross_entropy(logits, y), y.numel())
@@ -93,7 +100,7 @@ class LanguageModelTask(Task):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         model.eval()
         source = self.splits[split]
-        hidden = _base(model).init_hidden(source.size(1))
+        hidden = unwrap(model).init_hidden(source.size(1))
         total = torch.zeros((), device=self.device)
         for i in range(0, source.size(0) - 1, self.cfg.train.bptt):
             x, y = get_batch(source, i, self.cfg.train.bptt)
@@ -109,7 +116,7 @@ class LanguageModelTask(Task):
 
         save_vocab(self.dictionary, run_dir)
         save_sample(model, self.dictionary, run_dir, words=SAMPLE_WORDS, seed=self.cfg.seed)
-        if hasattr(_base(model), "attention_maps"):
+        if hasattr(unwrap(model), "attention_maps"):
             ids = self.corpus.valid[:ATTENTION_TOKENS].tolist()
             save_attention(model, self.dictionary, [self.dictionary.idx2word[i] for i in ids], run_dir / "attention.svg")
         return {}
@@ -117,10 +124,6 @@ class LanguageModelTask(Task):
 
 def _first(ids: torch.Tensor, n: int) -> torch.Tensor:
     return ids[:n] if n else ids
-
-
-def _base(model: nn.Module) -> nn.Module:
-    return getattr(model, "_orig_mod", model)  # under torch.compile
 
 
 def _ppl(loss: float) -> float:

@@ -57,8 +57,9 @@ class Toy2DTask(Task):
         if self.cfg.optim_name != "sgd":
             raise UserError(f"optim={self.cfg.optim_name}: mlp_numpy implements its update by hand for sgd only; "
                             "accepted: optim=sgd (with optim.momentum, optim.weight_decay)")
-        if t.precision != "fp32" or t.compile:
-            raise UserError("mlp_numpy computes in NumPy: train.precision must be fp32 and train.compile false")
+        if t.precision != "fp32" or t.compile or t.nproc > 1:
+            raise UserError("mlp_numpy computes in NumPy: train.precision must be fp32, train.compile false "
+                            "and train.nproc 1")
 
     def create_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if isinstance(model, NumpyMLP):
