@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sweeplab.config import resolve
+from sweeplab.config import resolve, run_key
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import Store
 
@@ -68,7 +68,7 @@ def bench_devices(task: str, layer: dict[str, Any], store: Store, *, steps: int,
             continue
         cfg = resolve(task, layer, {"device": setup.device, "train.nproc": setup.nproc, "train.max_steps": steps,
                                     "train.log_every": log_every})
-        name = f"bench-{task}-{setup.label.split(' (')[0].replace(' ', '').lower()}"
+        name = f"bench-{task}-{setup.label.split(' (')[0].replace(' ', '').lower()}-{run_key(cfg)[:6]}"
         result = execute(cfg, store, RunOptions(name=name, sweep=f"bench-devices-{task}", quiet=quiet))
         row.run_id, row.status, row.device = result.run_id, result.status, result.device
         row.ms_per_batch = steady_ms_per_batch(store, result.run_id) or result.ms_per_batch
