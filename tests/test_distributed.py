@@ -102,7 +102,7 @@ def test_bad_ddp_requests_are_one_line_exit_2_and_no_run(args, key, store_url):
     assert open_store(store_url).list_runs() == []
 
 
-def test_bench_devices_times_the_cpu_and_says_why_gpu_rows_are_missing(store_url):
+def test_bench_devices_times_the_cpu_and_says_why_gpu_rows_are_missing(store_url, tmp_path):
     result = runner.invoke(app, ["bench", "devices", "toy2d", "data.n_samples=400", "train.batch_size=20",
                                  "--steps", "10", "--json", "--store", store_url])
     assert result.exit_code == 0, result.output
@@ -118,3 +118,9 @@ def test_bench_devices_times_the_cpu_and_says_why_gpu_rows_are_missing(store_url
                                 "--steps", "10", "--store", store_url])  # the stored measurement, as a table
     assert again.exit_code == 0 and "cpu" in again.stdout and "skipped" in again.stdout
     assert len(open_store(store_url).list_runs()) == 1
+    out = tmp_path / "report"  # the bench's runs make a report of their own, by sweep name
+    report = runner.invoke(app, ["report", "bench-devices-toy2d", "--store", store_url, "--out", str(out)])
+    assert report.exit_code == 0, report.output
+    markdown = (out / "report.md").read_text()
+    assert "task toy2d" in markdown and "| ms/batch | Trainable params |" in markdown
+    assert f"| {run.name} |" in markdown and "not in the experiment's cells" not in markdown

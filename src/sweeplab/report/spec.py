@@ -48,9 +48,12 @@ def load_target(target: str, store: Store) -> ReportSpec:
     else:
         stored = store.get_sweep(target)
         if stored is None:
-            if store.list_runs(sweep=target):  # runs tagged with a sweep whose experiment was not stored
-                return ReportSpec(name=target, title=target, task=None, cells=[], seeds=1, columns=[], figures=[],
-                                  source=f"store (runs of sweep {target!r}; no stored experiment)")
+            runs = store.list_runs(sweep=target)
+            if runs:  # runs tagged with a sweep whose experiment was not stored (e.g. `sweeplab bench devices`)
+                tasks = {r.task for r in runs}
+                return ReportSpec(name=target, title=target, task=tasks.pop() if len(tasks) == 1 else None,
+                                  cells=list(dict.fromkeys(r.cell or r.name for r in runs)), seeds=1, columns=[],
+                                  figures=[], source=f"store (runs of sweep {target!r}; no stored experiment)")
             names = sorted({s["name"] for s in store.list_sweeps()} | {r.sweep for r in store.list_runs() if r.sweep})
             raise UserError(f"report: {target!r} is neither an experiment file nor a stored sweep; "
                             f"stored sweeps: {', '.join(names) or '(none)'}")

@@ -95,14 +95,16 @@ def common_note(cells: list[CellData]) -> str | None:
 
 
 def default_columns(cells: list[CellData]) -> list[Column]:
-    """Without `columns:`: the final loss/ppl/accuracy of each split, and the parameter count."""
+    """Without `columns:`: the final loss/ppl/accuracy of each split, ms/batch, and the parameter count."""
     keys: dict[str, None] = {}
     for cell in cells:
         for run in cell.runs:
             keys.update(dict.fromkeys(k for k in run.series if k.split("/")[0] in ("train", "valid", "test")))
     wanted = [k for split in ("train", "valid", "test") for k in keys
               if k.startswith(split + "/") and any(w in k.split("/")[1] for w in ("loss", "ppl", "acc"))]
-    columns = [Column(k, k) for k in wanted]
+    columns = [Column(title=k, metric=k) for k in wanted]
+    if "train/ms_per_batch" in keys:
+        columns.append(Column(title="ms/batch", metric="train/ms_per_batch", aggregate="mean"))
     if any("params" in run.summary for cell in cells for run in cell.runs):
-        columns.append(Column("Trainable params", "params"))
+        columns.append(Column(title="Trainable params", metric="params"))
     return columns
