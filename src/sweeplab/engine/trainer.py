@@ -34,8 +34,7 @@ class Recorder:
     Under DDP only rank 0 writes, but every rank keeps `last` (it picks the best epoch on all of them)."""
 
     def __init__(self, store: Store, run_id: str, run_dir: Path, *, write: bool = True):
-        self.store, self.run_id = store, run_id
-        self.tb = None
+        self.store, self.run_id, self.write = store, run_id, write
         if write:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
@@ -43,15 +42,15 @@ class Recorder:
         self.last: dict[str, float] = {}
 
     def log(self, *, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
-        if self.tb is not None:
-            self.store.log_metrics(self.run_id, [Metric(step, epoch, split, k, float(v)) for k, v in values.items()])
+        self.last.update({f"{split}/{name}": float(value) for name, value in values.items()})
+        if not self.write:
+            return
+        self.store.log_metrics(self.run_id, [Metric(step, epoch, split, k, float(v)) for k, v in values.items()])
         for name, value in values.items():
-            if self.tb is not None:
-                self.tb.add_scalar(f"{split}/{name}", value, step)
-            self.last[f"{split}/{name}"] = float(value)
+            self.tb.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
-        if self.tb is not None:
+        if self.write:
             self.tb.close()
 
 
@@ -110,7 +109,8 @@ class Trainer:
                 if batches % self.cfg.log_every == 0:  # the only host synchronisation in the loop
                     synchronize(self.device)
                     ms = (time.perf_counter() - interval_start) * 1000 / interval_batches
-                    metrics = self.check_finite(self.task.train_metrics(self.to_host(interval_sums)), epoch)
+                    sums = self.dist.all_sum(interval_sums, self.device)  # summed over the ranks under DDP
+                    metrics = self.check_finite(self.task.train_metrics(sums), epoch)
                     progress.log(batches, lr, ms, metrics)
                     self.recorder.log(step=self.state.step, epoch=epoch, split="step",
                                       values={**metrics, "lr": lr, "ms_per_batch": ms})
@@ -121,7 +121,7 @@ class Trainer:
             progress.close()
         synchronize(self.device)
         elapsed = time.perf_counter() - epoch_start
-        sums = self.to_host(epoch_sums)
+        sums = self.dist.all_sum(epoch_sums, self.device)
         metrics = self.check_finite(self.task.train_metrics(sums), epoch)
         metrics.update({"lr": lr, "ms_per_batch": elapsed * 1000 / max(batches, 1),
                         f"{self.task.item_name}_per_s": sums.get("n", 0) / max(elapsed, 1e-9),
@@ -178,10 +178,6 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
-
-    def to_host(self, sums: dict[str, Any]) -> dict[str, float]:
-        """The accumulated sums as numbers, summed over the ranks under DDP."""
-        return self.dist.all_sum(sums, self.device)
 
     def out_of_steps(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
