@@ -102,6 +102,13 @@ def test_bad_ddp_requests_are_one_line_exit_2_and_no_run(args, key, store_url):
     assert open_store(store_url).list_runs() == []
 
 
+def test_a_torchrun_launch_is_refused_with_the_way_to_ask_for_ddp(store_url, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    result = runner.invoke(app, ["run", "toy2d", "--store", store_url])
+    assert result.exit_code == 2 and "train.nproc" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert open_store(store_url).list_runs() == []
+
+
 def test_bench_devices_times_the_cpu_and_says_why_gpu_rows_are_missing(store_url, tmp_path):
     result = runner.invoke(app, ["bench", "devices", "toy2d", "data.n_samples=400", "train.batch_size=20",
                                  "--steps", "10", "--json", "--store", store_url])

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sweeplab.errors import UserError
 
@@ -72,14 +73,15 @@ class Dist:
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if not self.active:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def current() -> Dist:
     """The group this process was started in (by `launch`), or a single process."""
     if _JOB_ENV not in os.environ:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("WORLD_SIZE is set (torchrun?): sweeplab starts its own DDP processes; "
+                            "run it once, with train.nproc=N")
         return Dist()
     return Dist(rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]))
 
@@ -87,7 +89,7 @@ def current() -> Dist:
 def unwrap(model: nn.Module) -> nn.Module:
     """The model itself, under torch.compile and DistributedDataParallel."""
     model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def check_request(device_name: str, nproc: int, batch_size: int) -> None:
