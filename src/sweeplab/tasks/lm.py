@@ -80,8 +80,7 @@ class LanguageModelTask(Task):
     def shard(self, batch: tuple[torch.Tensor, torch.Tensor], rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Columns of the (bptt, batch) window: each rank carries the hidden state of its own streams."""
         x, y = batch
-        cols = slice(rank * x.size(1) // world, (rank + 1) * x.size(1) // world)
-        return x[:, cols], y.view(x.shape)[:, cols].reshape(-1)
+        return x.tensor_split(world, dim=1)[rank], y.view(x.shape).tensor_split(world, dim=1)[rank].reshape(-1)
 
     def train_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y = batch
