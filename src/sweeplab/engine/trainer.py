@@ -190,10 +190,10 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "train_state": asdict(self.state),
-                 "rng": torch.get_rng_state()}
         if self.dist.is_main:
+            state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scaler": self.scaler.state_dict(), "train_state": asdict(self.state),
+                     "rng": torch.get_rng_state()}
             checkpoint.save_atomic(state, checkpoint.epoch_path(self.run_dir, epoch))
             if self.cfg.keep_checkpoints != "all":
                 checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch})

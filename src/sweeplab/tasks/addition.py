@@ -21,9 +21,7 @@ class AdditionTask(StepTask):
     """Big-integer addition, one digit per step: exact-match and per-digit accuracy (rnn, gru, lstm)."""
 
     name = "addition"
-    defaults = {"data": "generated", "model": "lstm", "optim": "rmsprop", "optim.lr": 1e-2, "train.batch_size": 128,
-                "train.max_steps": 5_000, "train.eval_every": 100, "train.clip": 10.0,
-                "train.keep_checkpoints": "best"}
+    defaults = {**StepTask.defaults, "model": "lstm", "train.max_steps": 5_000}
     data: AdditionData
 
     def score(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:

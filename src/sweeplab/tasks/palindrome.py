@@ -18,10 +18,7 @@ class PalindromeTask(StepTask):
     """Digit palindromes: predict the last digit from the others (vanilla RNN vs LSTM memory)."""
 
     name = "palindrome"
-    # The course report's settings: RMSprop, lr 1e-2, batch 128, 10,000 steps, clipping at max-norm 10.
-    defaults = {"data": "generated", "model": "rnn", "optim": "rmsprop", "optim.lr": 1e-2, "train.batch_size": 128,
-                "train.max_steps": 10_000, "train.eval_every": 100, "train.clip": 10.0,
-                "train.keep_checkpoints": "best"}
+    defaults = {**StepTask.defaults, "model": "rnn", "train.max_steps": 10_000}
     data: PalindromeData
 
     def score(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:

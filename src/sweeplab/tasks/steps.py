@@ -57,6 +57,9 @@ class StepTask(Task):
     """
 
     train_config = StepTrainConfig
+    # The course report's settings: RMSprop, lr 1e-2, batch 128, clipping at max-norm 10, evaluation every 100 steps.
+    defaults = {"data": "generated", "optim": "rmsprop", "optim.lr": 1e-2, "train.batch_size": 128,
+                "train.eval_every": 100, "train.clip": 10.0, "train.keep_checkpoints": "best"}
     eval_splits = ("valid",)
     final_splits = ("test",)
     batch_name = "steps"
