@@ -4,11 +4,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -140,8 +144,8 @@ def runs_list(store: str | None = STORE, task: str | None = typer.Option(None, h
         summary = db.summary(row.id)
         shown = {k: v for k, v in summary.items() if k.startswith(("valid/", "test/")) and
                  k.endswith(("ppl", "acc1", "acc", "loss"))}
-        table.add_row(row.id, row.name, row.task, row.status, str(row.epoch),
-                      "  ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())[:4]))
+        table.add_row(*map(escape, (row.id, row.name, row.task, row.status)), str(row.epoch),
+                      "  ".join(f"{escape(k)} {v:.4g}" for k, v in sorted(shown.items())[:4]))
     out.print(table)
 
 
@@ -182,14 +186,38 @@ def runs_export(fmt: str = typer.Option("csv", "--format", help="csv or json"),
         else:
             rows.append({**base, "key": run.key, **flatten(run.config), **db.summary(run.id)})
     if fmt == "json":
-        print(json.dumps(rows, indent=1, default=str).replace("NaN", "null"))
+        print(json.dumps(json_safe(rows), indent=1, default=str, allow_nan=False))
         return
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     print(buffer.getvalue(), end="")
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null, value by value: JSON has no such numbers, and a text-wide replace
+    would corrupt a name that contains "NaN"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula gets a leading quote (OWASP's CSV injection advice);
+    numbers, negative ones included, and text that is just a number stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 # ------------------------------------------------------------------------------- language models
@@ -220,11 +248,22 @@ def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
 
     if out_file.suffix not in (".svg", ".png"):
         raise UserError(f"--out: {out_file} must end in .svg or .png")
+    check_output_file(out_file, "--out")
     db = open_store(store)
     run = db.get_run(run_ref)
     model, dictionary, _ = load_lm(db, run)
     tokens = text.split() or _validation_text(run)
     print(save_attention(model, dictionary, tokens, out_file))
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output path that can never be a file; missing folders are made when the
+    file is written, as users expect."""
+    if path.is_dir():
+        raise UserError(f"{option}: {path} is a folder; expected a file name, e.g. {path / 'attention.svg'}")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{option}: cannot create the folder of {path}: {blocker} is a file, not a folder")
 
 
 def _validation_text(run) -> list[str]:
@@ -242,10 +281,10 @@ def data_list() -> None:
     from sweeplab.data.catalog import SOURCES, check
     from sweeplab.data.paths import data_root
 
-    table = Table("name", "folder", "present", "about", title=f"data root: {data_root()}")
+    table = Table("name", "folder", "present", "about", title=f"data root: {escape(str(data_root()))}")
     for source in SOURCES.values():
         present = "bundled" if source.bundled else ("yes" if not check(source, verify=False) else "no")
-        table.add_row(source.name, source.folder or "-", present, source.note)
+        table.add_row(source.name, escape(source.folder or "-"), present, escape(source.note))
     out.print(table)
 
 
@@ -259,10 +298,10 @@ def data_check(name: str | None = typer.Argument(None, help="one dataset (defaul
     for source in sources:
         problems = check(source)
         if problems and not name and len(problems) == len(source.files):
-            out.print(f"{source.name}: not present")
+            out.print(f"{source.name}: not present", markup=False)
             continue
         bad |= bool(problems)
-        out.print(f"{source.name}: " + ("ok" if not problems else "; ".join(problems)))
+        out.print(f"{source.name}: " + ("ok" if not problems else "; ".join(problems)), markup=False)
     if bad:
         raise UserError("some dataset files are missing or damaged (listed above)")
 
@@ -314,7 +353,7 @@ def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help
     if plan:
         return
     counts = {s: result.statuses.count(s) for s in dict.fromkeys(result.statuses)}
-    out.print(f"sweep {result.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    out.print(f"sweep {result.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), markup=False)
     if result.failed:
         print(f"error: {result.failed} cell(s) failed; `sweeplab runs list --sweep {result.name}` shows why, "
               "`--retry-failed` runs them again", file=sys.stderr)
@@ -392,11 +431,11 @@ def bench_devices(task: str = typer.Argument(..., help="task: lm, image, toy2d, 
                   caption="ms/batch: median after warm-up; epoch: ms/batch x batches per epoch")
     for row in rows:
         if row.status == "skipped":
-            table.add_row(row.setup, "-", "-", "-", f"skipped: {row.note}")
+            table.add_row(escape(row.setup), "-", "-", "-", escape(f"skipped: {row.note}"))
             continue
         setup = row.setup if row.device == row.setup else f"{row.setup}: {row.device}"
-        table.add_row(setup, _num(row.ms_per_batch, "{:.1f}"), _num(row.epoch_s, "{:.1f} s"), _num(row.speedup, "{:.2f}x"),
-                      f"{row.run_id} {row.status}")
+        table.add_row(escape(setup), _num(row.ms_per_batch, "{:.1f}"), _num(row.epoch_s, "{:.1f} s"),
+                      _num(row.speedup, "{:.2f}x"), escape(f"{row.run_id} {row.status}"))
     out.print(table)
 
 

@@ -167,7 +167,7 @@ def _cifar_classes(meta: list[Path]) -> list[str]:
     if not meta:
         return list(CIFAR_CLASSES)
     if meta[0].suffix == ".txt":
-        names = [line.strip() for line in meta[0].read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in _lines(meta[0], "cifar10")]
     else:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in unpickle_cifar(meta[0]).get("label_names", [])]
     return names if len(names) == len(CIFAR_CLASSES) else list(CIFAR_CLASSES)
@@ -225,8 +225,13 @@ def decode_mnist(folder: Path) -> Decoded:
 
 
 # -------------------------------------------------------------------------------- Tiny-ImageNet
-def _lines(path: Path) -> list[str]:
-    return [line.rstrip("\r") for line in path.read_text(encoding="utf8").splitlines() if line.strip()]
+def _lines(path: Path, name: str = "tinyimagenet") -> list[str]:
+    try:
+        text = path.read_text(encoding="utf8")
+    except UnicodeDecodeError as exc:  # a binary file where an index is expected: name it, no traceback
+        raise UserError(f"dataset {name!r}: {path}: not a UTF-8 text file (invalid byte at offset {exc.start:,}); "
+                        "expected one entry a line") from None
+    return [line.rstrip("\r") for line in text.splitlines() if line.strip()]
 
 
 def tiny_layout(folder: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ files' checksums, then served from memory.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,12 +80,42 @@ def tokenize(paths: dict[str, Path]) -> Corpus:
     ids: dict[str, torch.Tensor] = {}
     for split in SPLITS:
         tokens: list[int] = []
-        with open(paths[split], encoding="utf8") as f:
-            for line in f:
-                tokens.extend(dictionary.add_word(w) for w in line.split())
-                tokens.append(dictionary.add_word(EOS))
+        for line in read_text_lines(paths[split]):
+            tokens.extend(dictionary.add_word(w) for w in line.split())
+            tokens.append(dictionary.add_word(EOS))
         ids[split] = torch.tensor(tokens, dtype=torch.int64)
     return Corpus(dictionary, ids["train"], ids["valid"], ids["test"])
+
+
+def read_text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file, streamed as pytorch/examples reads them (open(path, encoding="utf8")).
+
+    A binary file (invalid UTF-8, or NUL bytes, which no text corpus holds) is a UserError naming the file
+    and where it stops being text, instead of a UnicodeDecodeError traceback or a corpus of garbage words.
+    """
+    with open(path, encoding="utf8") as f:
+        try:
+            for number, line in enumerate(f, start=1):
+                if "\0" in line:
+                    raise _not_text(path, f"a NUL byte on line {number:,}")
+                yield line
+        except UnicodeDecodeError:
+            raise _not_text(path, _first_invalid_byte(path)) from None
+
+
+def _first_invalid_byte(path: Path) -> str:
+    raw = path.read_bytes()  # only on the error path: where the text stops being UTF-8
+    try:
+        raw.decode("utf8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return f"byte 0x{raw[exc.start]:02x} at offset {exc.start:,}, line {line:,}"
+    return "invalid UTF-8"
+
+
+def _not_text(path: Path, where: str) -> UserError:
+    return UserError(f"{path}: not a UTF-8 text file ({where}); expected word-level text, one sentence or "
+                     "paragraph a line")
 
 
 def load_corpus(name: str, path: str = "") -> Corpus:

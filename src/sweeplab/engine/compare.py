@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
@@ -144,7 +145,7 @@ def _pct(value: float) -> str:
 def print_comparison(c: Comparison, console: Console, limit: int = 20) -> None:
     runs = Table("", "run", "name", "model", "epoch", f"{c.split} acc", title=f"compare on {c.split} ({c.n:,} samples)")
     for label, side in (("A", c.a), ("B", c.b)):
-        runs.add_row(label, side.run_id, side.name, side.model, str(side.epoch), _pct(side.accuracy))
+        runs.add_row(label, side.run_id, escape(side.name), side.model, str(side.epoch), _pct(side.accuracy))
     console.print(runs)
     w = c.right_where_disagree
     if c.disagreements:
@@ -155,13 +156,13 @@ def print_comparison(c: Comparison, console: Console, limit: int = 20) -> None:
     classes = Table("class", "n", "acc A", "acc B", "delta (B - A)", title="per-class accuracy")
     for row in c.per_class:
         delta = "-" if row["delta"] != row["delta"] else f"{100 * row['delta']:+.1f}"
-        classes.add_row(row["class"], str(row["n"]), _pct(row["acc_a"]), _pct(row["acc_b"]), delta)
+        classes.add_row(escape(row["class"]), str(row["n"]), _pct(row["acc_a"]), _pct(row["acc_b"]), delta)
     console.print(classes)
     if c.disagreements:
         shown = c.disagreements[:limit]
         rows = Table("sample", "truth", "A says", "B says", "right",
                      title=f"samples predicted differently ({len(shown)} of {len(c.disagreements)}; --json for all)")
         for d in shown:
-            rows.add_row(str(d["sample"]), d["truth"], d["pred_a"], d["pred_b"], d["right"].upper()
+            rows.add_row(*(escape(str(d[k])) for k in ("sample", "truth", "pred_a", "pred_b")), d["right"].upper()
                          if d["right"] != "neither" else "neither")
         console.print(rows)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweeplab.errors import UserError
 from sweeplab.report.analysis import analyse
 from sweeplab.report.collect import collect
 from sweeplab.report.figures import ImageBlock, SvgBlock, create_blocks
@@ -19,6 +20,7 @@ from sweeplab.store import Store
 from sweeplab.store.db import redact
 
 NOT_RUN = "not run: no stored run"
+FIGURES_MANIFEST = ".sweeplab-figures"  # in figures/: the files the last report wrote there, one name a line
 
 
 @dataclass(frozen=True)
@@ -41,38 +43,66 @@ def build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
 
 def write_report(targets: Iterable[str], store: Store, out_dir: Path) -> Written:
     """Read every target first (a bad one fails before anything is written), then write the report."""
+    check_out_dir(out_dir)
     specs: dict[str, ReportSpec] = {}
     for target in targets:
         spec = load_target(target, store)
         specs.setdefault(spec.name, spec)  # the same experiment named twice is reported once
     reports = [build_experiment(spec, store) for spec in specs.values()]
     meta = ReportMeta(redact(store.url), time.time(), _version())
-    figures = write_figures(reports, out_dir / "figures")
     html, markdown = out_dir / "index.html", out_dir / "report.md"
-    html.write_text(render_html(reports, meta), encoding="utf8")
-    markdown.write_text(render_markdown(reports, meta), encoding="utf8")
+    try:
+        figures = write_figures(reports, out_dir / "figures")
+        html.write_text(render_html(reports, meta), encoding="utf8")
+        markdown.write_text(render_markdown(reports, meta), encoding="utf8")
+    except OSError as exc:  # permissions, a full disk: the user's to fix, so one line naming the file
+        raise UserError(f"report: cannot write {exc.filename or out_dir}: {exc.strerror or type(exc).__name__}") from None
     return Written(html, markdown, figures)
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """--out is a folder (existing or not): a file there, or on the way there, fails before any work."""
+    blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == out_dir:
+        raise UserError(f"report: --out {out_dir} is a file; --out names a folder for index.html, report.md "
+                        "and figures/")
+    if blocker is not None:
+        raise UserError(f"report: cannot make the folder --out {out_dir}: {blocker} is a file, not a folder")
+
+
 def write_figures(reports: list[ExperimentReport], folder: Path) -> list[Path]:
-    """figures/ holds this report's figures only: files of an earlier report are removed."""
+    """figures/ gets this report's figures; an earlier report's figures that this one no longer draws are
+    removed. Only files a report wrote (listed in the manifest) are ever removed: others are the user's."""
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*"):
-        if old.is_file() and old.suffix in (".svg", ".png"):
-            old.unlink()
-    written = []
-    for report in reports:
-        for block in report.blocks:
-            if isinstance(block, SvgBlock):
-                path = folder / f"{block.name}.svg"
-                path.write_text('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg, encoding="utf8")
-            elif isinstance(block, ImageBlock):
-                path = folder / f"{block.name}{block.suffix}"
-                path.write_bytes(block.data)
-            else:
-                continue
-            written.append(path)
+    written = [_write_figure(block, folder) for report in reports for block in report.blocks
+               if isinstance(block, SvgBlock | ImageBlock)]
+    names = {p.name for p in written}
+    for stale in _manifest(folder) - names:
+        (folder / stale).unlink(missing_ok=True)
+    (folder / FIGURES_MANIFEST).write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf8")
     return written
+
+
+def _write_figure(block: SvgBlock | ImageBlock, folder: Path) -> Path:
+    if isinstance(block, SvgBlock):
+        path = folder / f"{block.name}.svg"
+        path.write_text('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg, encoding="utf8")
+    else:
+        path = folder / f"{block.name}{block.suffix}"
+        path.write_bytes(block.data)
+    return path
+
+
+def _manifest(folder: Path) -> set[str]:
+    """Names of the figures the last report wrote; only plain .svg/.png names in this folder are trusted."""
+    manifest = folder / FIGURES_MANIFEST
+    if not manifest.is_file():
+        return set()
+    try:
+        lines = manifest.read_text(encoding="utf8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()  # a damaged manifest: keep every file rather than guess
+    return {n for n in lines if n == Path(n).name and not n.startswith(".") and n.endswith((".svg", ".png"))}
 
 
 def not_run_reason(spec: ReportSpec, label: str) -> str:

@@ -1,6 +1,8 @@
 """Language-model artifacts: the vocabulary, generated text and attention heat maps."""
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import torch
@@ -44,8 +46,8 @@ def load_lm(store: Store, run: RunRow, device: str = "cpu") -> tuple[nn.Module, 
 def generate(model: nn.Module, dictionary: Dictionary, *, words: int, temperature: float = 1.0,
              top_k: int = 0, seed: int = 1111, prompt: str = "") -> str:
     """Sample `words` tokens, one at a time, as word_language_model's generate.py does."""
-    if temperature <= 0:
-        raise UserError(f"--temperature must be > 0, got {temperature}")
+    if not temperature > 0:  # written so that NaN is refused too
+        raise UserError(f"--temperature must be a number > 0, got {temperature}")
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -116,7 +118,23 @@ def save_attention(model: nn.Module, dictionary: Dictionary, tokens: list[str], 
             ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
             ax.set_yticks(range(len(labels)), labels, fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    image = io.BytesIO()  # rendered in memory first: a failure leaves no half-written file behind
+    fig.savefig(image, format=path.suffix[1:])
     plt.close(fig)
+    write_output(path, image.getvalue())
     return path
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a user-named output file whole or not at all (a temp file renamed into place), making its folders;
+    a path that cannot be written is one line naming it, not a traceback."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        if tmp.is_file():
+            tmp.unlink()

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from sweeplab.store import Store
@@ -104,12 +105,12 @@ class Board:
         return out
 
     def table(self) -> Table:
-        table = Table("#", "cell", "seed", "status", "progress", "time", self.headline_title,
+        table = Table("#", "cell", "seed", "status", "progress", "time", escape(self.headline_title),
                       title=", ".join(f"{n} {s}" for s, n in self.counts().items()), title_justify="left")
         for i, state in enumerate(self.states, 1):
             style = STYLES.get(state.status, "")
             status = state.status + (" (stored)" if state.skipped else "")
-            table.add_row(str(i), state.cell.label, str(state.cell.seed),
+            table.add_row(str(i), escape(state.cell.label), str(state.cell.seed),  # labels are the user's text
                           f"[{style}]{status}[/]", state.progress, _duration(self._elapsed(state)),
                           _number(state.headline))
         return table

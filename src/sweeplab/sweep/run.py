@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sweeplab.errors import UserError
@@ -98,11 +99,11 @@ def _plan(store: Store, experiment: Experiment, cells: list[Cell], scale: str | 
     if stored and stored["spec"].get("plan"):
         plan = Plan.from_dict(stored["spec"]["plan"])
         if plan.matches(cells, budget_s, opts.workers, scale, opts.overrides):
-            console.print(f"plan: the stored plan for {experiment.name} (same cells, budget and workers)")
+            console.print(f"plan: the stored plan for {experiment.name} (same cells, budget and workers)", markup=False)
             return plan
     done = {c.key for c in cells if (row := store.find_by_key(c.key)) and row.status in FINAL_STATUSES}
     return make_plan(cells, done, budget=opts.budget, workers=opts.workers, threads=threads, scale=scale,
-                     overrides=opts.overrides, say=lambda text: console.print(text, style="dim"))
+                     overrides=opts.overrides, say=lambda text: console.print(text, style="dim", markup=False))
 
 
 def print_plan(plan: Plan, cells: list[Cell], console: Console) -> None:
@@ -110,11 +111,11 @@ def print_plan(plan: Plan, cells: list[Cell], console: Console) -> None:
                   title_justify="left")
     for cp in plan.cells:
         if cp.done:
-            table.add_row(cp.label, str(cp.seed), "finished (stored)", "", "")
+            table.add_row(escape(cp.label), str(cp.seed), "finished (stored)", "", "")  # labels are the user's text
         elif cp.error:
-            table.add_row(cp.label, str(cp.seed), f"[red]cannot run: {cp.error}[/]", "", "")
+            table.add_row(escape(cp.label), str(cp.seed), f"[red]cannot run: {escape(cp.error)}[/]", "", "")
         else:
-            table.add_row(cp.label, str(cp.seed), f"{cp.chosen} of {cp.full} {cp.unit}", _seconds(cp.est_s),
+            table.add_row(escape(cp.label), str(cp.seed), f"{cp.chosen} of {cp.full} {cp.unit}", _seconds(cp.est_s),
                           _seconds(cp.est_full_s))
     console.print(table)
     budget = f" (budget {plan.budget} = {_seconds(plan.budget_s)})" if plan.budget else ""
@@ -207,4 +208,4 @@ def _say_start(board: Board, experiment: Experiment, scale: str | None, jobs: li
     where = f"{opts.workers} local worker(s), {threads} thread(s) each" if opts.executor == "local" else "Ray"
     board.console.print(f"sweep {experiment.name}" + (f" (scale {scale})" if scale else "") +
                         f": {len(board.states)} cells, {stored} already stored, {len(jobs)} to run on {where}; "
-                        f"store {redact(store.url)}")
+                        f"store {redact(store.url)}", markup=False)
