@@ -1,8 +1,10 @@
 """The analysis section: every sentence is computed from the stored runs of this experiment.
 
 Nothing here is prose about what usually happens; each function reads numbers and says what they
-show (best configuration and margins, trends against a setting, convergence, over-fitting onset,
-divergence, and what has not finished or not run, with the reason the store gives).
+show. The experiment's questions are answered first (questions.py); these are the per-run facts that
+remain, each said once: the best configuration (when no question asks), convergence, over-fitting
+onset, divergence, and what has not finished or not run, with the reason the store gives. Rankings
+read finished runs only: a running or diverged run's last number is not a result.
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import statistics
 from dataclasses import dataclass
 
 from sweeplab.report.collect import CellData, Point, RunData
+from sweeplab.report.facts import Convergence, convergence
+from sweeplab.report.questions import finished
 from sweeplab.report.spec import Column, ReportSpec
 from sweeplab.report.values import (
+    CONVERGENCE_KEYS,
     CellValue,
     cell_value,
     direction,
@@ -22,7 +27,6 @@ from sweeplab.report.values import (
     fmt_value,
     integral,
     short,
-    versus_points,
 )
 
 QUALITY = ("loss", "ppl", "perplexity", "acc", "err", "exact")
@@ -35,9 +39,8 @@ class Sentence:
 
 
 def analyse(spec: ReportSpec, cells: list[CellData], columns: list[Column], common_note: str | None) -> list[Sentence]:
-    sentences = best_sentences(spec, cells, columns)
-    sentences += trend_sentences(spec, cells)
-    sentences += convergence_sentences(spec, cells)
+    sentences = [] if spec.questions else best_sentences(spec, cells, columns)
+    sentences += convergence_sentences(spec, cells, columns)
     sentences += overfitting_sentences(cells)
     sentences += divergence_sentences(cells)
     sentences += status_sentences(spec, cells, common_note)
@@ -64,22 +67,13 @@ def best_sentences(spec: ReportSpec, cells: list[CellData], columns: list[Column
     if primary is None:
         return []
     ranked = _ranked(cells, primary, spec.seeds)
-    out = [Sentence("Best", _best_text(primary, ranked))]
-    others = [c for c in columns if c != primary and direction(c.metric)]
-    bests = [_leader_text(c, ranked) for c in others if len(ranked := _ranked(cells, c, spec.seeds)) > 1]
-    if bests:
-        out.append(Sentence("Best", "Best by the other columns — " + "; ".join(bests) + "."))
-    return out
-
-
-def _leader_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
-    top = [label for label, v in ranked if v.mean == ranked[0][1].mean]
-    who = top[0] if len(top) == 1 else " and ".join(top) + " tie"
-    return f"{column.title}: {who} ({_value_text(ranked[0][1], column.metric)})"
+    return [Sentence("Best", _best_text(primary, ranked))]
 
 
 def _ranked(cells: list[CellData], column: Column, seeds: int) -> list[tuple[str, CellValue]]:
-    values = [(cell.label, cell_value(cell, column.metric, column.aggregate, column.epoch, seeds)) for cell in cells]
+    """Cells by their finished runs' value, best first; cells without a finished value are not ranked."""
+    values = [(cell.label, cell_value(finished(cell), column.metric, column.aggregate, column.epoch, seeds))
+              for cell in cells]
     sign = direction(column.metric)
     return sorted([(label, v) for label, v in values if v.mean is not None], key=lambda lv: -sign * lv[1].mean)
 
@@ -89,7 +83,7 @@ def _best_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
     better = "higher" if sign > 0 else "lower"
     what = f"{column.title} ({column.metric}, {column.aggregate}; {better} is better)"
     if not ranked:
-        return f"No configuration has a {what} value yet."
+        return f"No configuration has a finished {what} value yet."
     (best, b), rest = ranked[0], ranked[1:]
     if not rest:
         return f"Only {best} has a {what} value so far: {_value_text(b, column.metric)}."
@@ -124,55 +118,35 @@ def _value_text(v: CellValue, metric: str) -> str:
     return fmt_mean(v, integral(metric, [v])) + (f" over {v.n} seeds" if v.n > 1 else "")
 
 
-# ------------------------------------------------------------------------------------- trends
-def trend_sentences(spec: ReportSpec, cells: list[CellData]) -> list[Sentence]:
-    out = []
-    for fs in spec.figures:
-        if fs.kind != "versus":
-            continue
-        for line, points in versus_points(cells, fs.x, fs.metric, fs.aggregate).items():
-            if len(points) > 1:
-                out.append(Sentence("Trend", _trend_text(fs.metric, fs.aggregate, fs.x, line, points)))
-    return out
-
-
-def _trend_text(metric: str, aggregate: str, x_key: str, line: str, points: dict) -> str:
-    numeric = all(isinstance(x, int | float) for x in points)
-    xs = sorted(points, key=lambda x: x if numeric else str(x))
-    ys = [statistics.fmean(points[x]) for x in xs]
-    where = f" for {line}" if line else ""
-    head = f"{metric} ({aggregate}) versus {x_key}{where}"
-    pairs = list(zip(ys, ys[1:], strict=False))
-    if all(b <= a for a, b in pairs) or all(b >= a for a, b in pairs):
-        verb = "falls" if ys[-1] < ys[0] else ("rises" if ys[-1] > ys[0] else "stays")
-        return (f"{head}: {verb} monotonically from {fmt_value(ys[0])} at {x_key}={xs[0]} "
-                f"to {fmt_value(ys[-1])} at {x_key}={xs[-1]}.")
-    hi, lo = max(range(len(ys)), key=ys.__getitem__), min(range(len(ys)), key=ys.__getitem__)
-    return (f"{head}: not monotonic; highest at {x_key}={xs[hi]} ({fmt_value(ys[hi])}), lowest at "
-            f"{x_key}={xs[lo]} ({fmt_value(ys[lo])}), {fmt_value(ys[-1])} at the largest {x_key}={xs[-1]}.")
-
-
 # -------------------------------------------------------------------------------- convergence
-@dataclass(frozen=True)
-class Convergence:
-    at: float | None  # step or epoch of convergence; None: not (yet) converged
-    unit: str  # "step" or "epoch"
-    detail: str = ""  # why not converged
-
-
-def convergence_sentences(spec: ReportSpec, cells: list[CellData]) -> list[Sentence]:
-    out, reached = [], []
-    for cell in cells:
-        found = [(run, c) for run in cell.runs if (c := convergence(run, spec.convergence_threshold)) is not None]
-        if not found:
-            continue
-        text, mean = _convergence_text(cell, found)
-        out.append(Sentence("Convergence", text))
-        if mean is not None:
-            reached.append((mean, cell.label, found[0][1].unit))
-    if len(reached) > 1:
-        out.append(Sentence("Convergence", _fastest_text(reached)))
+def convergence_sentences(spec: ReportSpec, cells: list[CellData], columns: list[Column]) -> list[Sentence]:
+    """Where the table has no convergence column, one compact sentence of who converged when; then the
+    fastest and slowest among finished runs that reached the threshold (never a run that only settled)."""
+    found = [(cell, run, c) for cell in cells for run in cell.runs
+             if (c := convergence(run, spec.convergence_threshold)) is not None and not c.relative]
+    if not found:
+        return []
+    out = []
+    if not any(c.metric in CONVERGENCE_KEYS for c in columns):
+        reached = [f"{who(cell, run)} at {c.unit} {fmt_count(c.at)}" for cell, run, c in found if c.at is not None]
+        failed = [f"{who(cell, run)} ({c.detail})" for cell, run, c in found if c.at is None]
+        how = next((c.detail for _, _, c in found if c.at is not None and c.detail), "")
+        parts = [f"Converged{f' ({how})' if how else ''}: {', '.join(reached)}" if reached else "",
+                 f"not converged: {', '.join(failed)}" if failed else ""]
+        out.append(Sentence("Convergence", "; ".join(filter(None, parts)) + "."))
+    means = _converged_means(found)
+    if len(means) > 1:
+        out.append(Sentence("Convergence", _fastest_text(means)))
     return out
+
+
+def _converged_means(found: list[tuple[CellData, RunData, Convergence]]) -> list[tuple[float, str, str]]:
+    """(mean step, label, unit) of the cells whose finished runs all converged."""
+    by_cell: dict[str, list[Convergence]] = {}
+    for cell, run, c in found:
+        by_cell.setdefault(cell.label, []).append(c if run.done else Convergence(None, c.unit))
+    return [(statistics.fmean(c.at for c in cs), label, cs[0].unit) for label, cs in by_cell.items()
+            if all(c.at is not None for c in cs)]
 
 
 def _fastest_text(reached: list[tuple[float, str, str]]) -> str:
@@ -182,66 +156,8 @@ def _fastest_text(reached: list[tuple[float, str, str]]) -> str:
         return f"Every configuration that converges does so at the same {unit} ({fmt_count(fast)})."
     fastest = " and ".join(label for at, label, _ in reached if at == fast)
     slowest = " and ".join(label for at, label, _ in reached if at == slow)
-    return f"Fastest to converge: {fastest} ({unit} {fmt_count(fast)}); slowest: {slowest} ({unit} {fmt_count(slow)})."
-
-
-def convergence(run: RunData, threshold: float | None = None) -> Convergence | None:
-    """From the task's summary (convergence_step, or converged = 0; convergence_epoch), else the first
-    evaluation from which accuracy stays >= the threshold (the experiment's, else the run's
-    train.converged_at); None for a run without a notion of convergence."""
-    summary = run.summary
-    if _finite(summary.get("convergence_step")):
-        return Convergence(summary["convergence_step"], "step")
-    if _finite(summary.get("convergence_epoch")):
-        return Convergence(summary["convergence_epoch"], "epoch")
-    threshold = threshold or run.flat_config.get("train.converged_at")
-    metric = _accuracy_metric(run)
-    if threshold is None or metric is None:
-        return Convergence(None, "step", _not_reached(run, None, None)) if summary.get("converged") == 0 else None
-    unit = "step" if run.step_based else "epoch"
-    at = None
-    for p in run.series[metric]:  # the first evaluation from which accuracy stays at or above the threshold
-        if not (math.isfinite(p.value) and p.value >= threshold):
-            at = None
-        elif at is None:
-            at = p.step if unit == "step" else p.epoch
-    return Convergence(at, unit, "" if at is not None else _not_reached(run, metric, threshold))
-
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value >= 0
-
-
-def _accuracy_metric(run: RunData) -> str | None:
-    for split in ("valid", "test"):
-        for key in run.series:
-            if key.startswith(split + "/") and "acc" in key.split("/")[1]:
-                return key
-    return None
-
-
-def _not_reached(run: RunData, metric: str | None, threshold: float | None) -> str:
-    text = f"did not converge by {run.progress()}" if run.done else f"has not converged yet at {run.progress()}"
-    if metric and threshold is not None:
-        best = max((p.value for p in run.series[metric] if math.isfinite(p.value)), default=None)
-        text += f" ({metric} does not stay ≥ {threshold:g}" + (f"; best {fmt_value(best)}" if best is not None else "")
-        text += ")"
-    return text
-
-
-def _convergence_text(cell: CellData, found: list[tuple[RunData, Convergence]]) -> tuple[str, float | None]:
-    unit = found[0][1].unit
-    done = [c.at for _, c in found if c.at is not None]
-    failed = [f"{who(cell, run)} {c.detail}" for run, c in found if c.at is None]
-    mean = statistics.fmean(done) if done else None
-    if done and len(found) == 1:
-        head = f"{cell.label} converges at {unit} {fmt_count(done[0])}"
-    elif done:
-        spread = f" ± {statistics.stdev(done):,.1f}" if len(done) > 1 else ""
-        head = f"{cell.label} converges at {unit} {fmt_count(mean)}{spread} ({len(done)} of {len(found)} seeds)"
-    else:
-        head = ""
-    return "; ".join(filter(None, [head, *failed])) + ".", mean
+    return (f"Fastest to converge: {fastest} ({unit} {fmt_count(fast)}); slowest: {slowest} "
+            f"({unit} {fmt_count(slow)}), among the {len(reached)} configurations whose finished runs converged.")
 
 
 # ------------------------------------------------------------------------------- over-fitting
@@ -310,8 +226,12 @@ def divergence_sentences(cells: list[CellData]) -> list[Sentence]:
         if run.row.status != "diverged" and where is None:
             continue
         out.append(Sentence("Divergence", f"{who(cell, run)} diverged {_where(run, where)}."))
-    if not out and runs:
-        out.append(Sentence("Divergence", f"No run diverged (of {len(runs)} stored runs)."))
+    ended = [run for _, run in runs if run.done]
+    if not out and ended:  # a run still going can yet diverge: only ended runs count
+        rest = len(runs) - len(ended)
+        more = f"; {rest} more {'has' if rest == 1 else 'have'} not ended" if rest else ""
+        out.append(Sentence("Divergence", f"No run diverged: all {len(ended)} ended runs kept a finite training "
+                                          f"loss{more}."))
     return out
 
 

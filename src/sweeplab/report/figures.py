@@ -78,12 +78,33 @@ class Context:
     spec: ReportSpec
     cells: list[CellData]
     names: list[str] = field(default_factory=list)
+    colours: dict[str, tuple] = field(default_factory=dict)
 
     def name(self, what: str) -> str:
         """A unique file stem for the next figure of this experiment."""
         stem = f"{slug(self.spec.name)}-{len(self.names) + 1:02d}-{slug(what)}"
         self.names.append(stem)
         return stem
+
+    def colour(self, line: str) -> tuple:
+        """One colour per line (a variant, else the first axis's value) in every figure of the experiment."""
+        if not self.colours:
+            for cell in self.cells:
+                self.colours.setdefault(line_and_panel(cell.label)[0], COLORS[len(self.colours) % len(COLORS)])
+        return self.colours.setdefault(line, COLORS[len(self.colours) % len(COLORS)])
+
+    def title(self, metric: str, aggregate: str | None = None) -> str:
+        """An axis title from the experiment's column titles (the column with this metric), else the key."""
+        columns = [c for c in self.spec.columns if c.metric == metric]
+        column = next((c for c in columns if c.aggregate == aggregate), columns[0] if columns else None)
+        return column.title if column else metric
+
+
+def line_and_panel(label: str, without: str | None = None) -> tuple[str, str]:
+    """A cell's line (its first label part: the variant, else the first axis's value) and its panel (the
+    rest of its grid point), leaving out the axis `without` (a versus plot's x)."""
+    parts = [p for p in label.split(",") if p.partition("=")[0].strip() != without]
+    return (parts[0] if parts else ""), ",".join(parts[1:])
 
 
 FIGURES: dict[str, Callable[[FigureSpec, Context], list[Block]]] = {}
@@ -115,30 +136,56 @@ def default_curve_metrics(cells: list[CellData]) -> list[str]:
 # ------------------------------------------------------------------------------------- curves
 @figure_kind("curves")
 def curves(fs: FigureSpec, ctx: Context) -> list[Block]:
-    """One panel per metric, one line per cell; several seeds: their mean with a ±std band."""
+    """Small multiples. Cells on one grid point (or no grid): a panel per metric, a line per cell. A grid: a
+    figure per metric, a panel per grid point (shared axes), a line per variant. Several seeds: mean ± std."""
     metrics = list(fs.metrics) or default_curve_metrics(ctx.cells)
-    caption = fs.title or f"Curves of {', '.join(metrics) or 'the losses'} per configuration"
+    caption = fs.title or f"{', '.join(ctx.title(m) for m in metrics) or 'Losses'} during training"
     drawn = [m for m in metrics if any(run.series.get(m) for cell in ctx.cells for run in cell.runs)]
     if not drawn:
         return [NoteBlock(caption, f"no run has recorded {', '.join(metrics) or 'any loss'} yet")]
-    fig = Figure(figsize=(3.9 * len(drawn) + 2.6, 3.3), layout="constrained")
-    axes = fig.subplots(1, len(drawn), squeeze=False)[0]
-    shown: dict[int, None] = {}
-    diverged = False
-    for ax, metric in zip(axes, drawn, strict=True):
-        for i, cell in enumerate(ctx.cells):
-            if _curve(ax, metric, cell, COLORS[i % len(COLORS)]):
-                shown[i] = None
-            diverged |= _mark_divergence(ax, metric, cell, COLORS[i % len(COLORS)])
-        _finish_axes(ax, metric, _x_name(metric, ctx.cells))
-    handles = [Line2D([], [], color=COLORS[i % len(COLORS)], label=mathtext_safe(ctx.cells[i].label)) for i in shown]
-    if diverged:
-        handles.append(Line2D([], [], color="black", marker="x", ls="none", label="diverged"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     missing = [m for m in metrics if m not in drawn]
     if missing:
         caption += f" (not recorded by any run: {', '.join(missing)})"
-    return [SvgBlock(ctx.name("curves"), caption, svg_text(fig, ctx.names[-1]))]
+    panels = list(dict.fromkeys(line_and_panel(cell.label)[1] for cell in ctx.cells if cell.runs))
+    if len(panels) <= 1:
+        layout = [(ctx.title(m), m, ctx.cells) for m in drawn]
+        return [_curve_figure(ctx, layout, caption, "curves", None)]
+    blocks: list[Block] = []
+    for metric in drawn:
+        layout = [(panel, metric, [c for c in ctx.cells if line_and_panel(c.label)[1] == panel]) for panel in panels]
+        blocks.append(_curve_figure(ctx, layout, f"{caption}: {ctx.title(metric)}, a panel per grid point",
+                                    f"curves-{metric}", ctx.title(metric)))
+    return blocks
+
+
+def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], caption: str, what: str,
+                  ylabel: str | None) -> SvgBlock:
+    """Panels (title, metric, cells), four to a row, shared axes when they show one metric."""
+    cols = min(len(layout), 4)
+    rows = -(-len(layout) // cols)
+    shared = ylabel is not None
+    fig = Figure(figsize=(2.9 * cols + 1.2, 2.5 * rows + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=shared, sharey=shared).ravel()
+    shown: dict[str, None] = {}
+    diverged = False
+    for ax, (title, metric, cells) in zip(axes, layout, strict=False):
+        for cell in cells:
+            line = line_and_panel(cell.label)[0] if shared else cell.label
+            colour = ctx.colour(line_and_panel(cell.label)[0]) if shared else ctx.colour(cell.label)
+            if _curve(ax, metric, cell, colour):
+                shown[line] = None
+            diverged |= _mark_divergence(ax, metric, cell, colour)
+        _finish_axes(ax, title, _x_name(metric, cells))
+        if ylabel and ax in axes[::cols]:
+            ax.set_ylabel(mathtext_safe(ylabel))
+    for ax in axes[len(layout):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=ctx.colour(line), label=mathtext_safe(line)) for line in shown]
+    if diverged:
+        handles.append(Line2D([], [], color="black", marker="x", ls="none", label="diverged"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False)
+    name = ctx.name(what)
+    return SvgBlock(name, caption, svg_text(fig, name))
 
 
 def _curve(ax: Axes, metric: str, cell: CellData, color: tuple) -> bool:
@@ -201,8 +248,8 @@ def _xy(points: list[Point], by_step: bool) -> tuple[list[float], list[float]]:
     return [p.step if by_step else p.epoch for p in points], [p.value for p in points]
 
 
-def _finish_axes(ax: Axes, metric: str, xlabel: str) -> None:
-    ax.set_title(metric, fontsize=10)
+def _finish_axes(ax: Axes, title: str, xlabel: str) -> None:
+    ax.set_title(mathtext_safe(title), fontsize=9)
     ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
     ax.grid(alpha=0.3)
@@ -214,35 +261,59 @@ def _finish_axes(ax: Axes, metric: str, xlabel: str) -> None:
 # ------------------------------------------------------------------------------------- versus
 @figure_kind("versus")
 def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
-    """The metric against a config key (length, digits, lr): a line per value of the other axes."""
-    caption = fs.title or f"{fs.metric} ({fs.aggregate}) versus {fs.x}"
+    """The metric against a config key (length, digits, lr): a line per variant, a panel per value of the
+    other axes (shared axes); several seeds: mean with ±std error bars."""
+    title = ctx.title(fs.metric, fs.aggregate)
+    caption = fs.title or f"{title} versus {fs.x}"
     groups = versus_points(ctx.cells, fs.x, fs.metric, fs.aggregate)
     if not groups:
         return [NoteBlock(caption, f"no run has a value of {fs.metric} yet")]
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
-    ax = fig.subplots()
+    panels = list(dict.fromkeys(line_and_panel(group)[1] for group in groups))
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(max(3.2 * cols, 5.0) + 1.0, 2.8 * rows + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
     xs_all = [x for points in groups.values() for x in points]
     numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs_all)
     order = sorted(set(xs_all), key=lambda x: (not numeric, x if numeric else str(x)))
-    for i, (group, points) in enumerate(groups.items()):
-        xs = [x for x in order if x in points]
-        pos = xs if numeric else [order.index(x) for x in xs]
-        means = [statistics.fmean(points[x]) for x in xs]
-        errs = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
-        ax.errorbar(pos, means, yerr=errs if any(errs) else None, marker="o", capsize=3,
-                    color=COLORS[i % len(COLORS)], label=mathtext_safe(group or fs.metric))
+    lines: dict[str, None] = {}
+    for ax, panel in zip(axes, panels, strict=False):
+        for group, points in groups.items():
+            line, at = line_and_panel(group)
+            if at == panel:
+                _versus_line(ax, points, order, numeric, ctx.colour(line))
+                lines[line] = None
+        _versus_axes(ax, order, numeric, fs.x)
+        if len(panels) > 1:
+            ax.set_title(mathtext_safe(panel), fontsize=9)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel(mathtext_safe(title))
+    if len(lines) > 1 or any(lines):
+        handles = [Line2D([], [], color=ctx.colour(line), marker="o", label=mathtext_safe(line or title))
+                   for line in lines]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False)
+    return [SvgBlock(ctx.name(f"versus-{fs.x}"), caption, svg_text(fig, ctx.names[-1]))]
+
+
+def _versus_line(ax: Axes, points: dict, order: list, numeric: bool, colour: tuple) -> None:
+    xs = [x for x in order if x in points]
+    pos = xs if numeric else [order.index(x) for x in xs]
+    means = [statistics.fmean(points[x]) for x in xs]
+    errs = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
+    ax.errorbar(pos, means, yerr=errs if any(errs) else None, marker="o", capsize=3, color=colour)
+
+
+def _versus_axes(ax: Axes, order: list, numeric: bool, x_key: str) -> None:
     if numeric and min(order) > 0 and max(order) / min(order) >= 100:  # learning rates span decades
         ax.set_xscale("log")
     if numeric and all(isinstance(x, int) for x in order):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # lengths, digits, layers
     if not numeric:
         ax.set_xticks(range(len(order)), [mathtext_safe(str(x)) for x in order], rotation=30)
-    ax.set_xlabel(fs.x)
-    ax.set_ylabel(f"{fs.metric} ({fs.aggregate})")
+    ax.set_xlabel(x_key)
     ax.grid(alpha=0.3)
-    if len(groups) > 1:
-        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
-    return [SvgBlock(ctx.name(f"versus-{fs.x}"), caption, svg_text(fig, ctx.names[-1]))]
 
 
 # ---------------------------------------------------------------------------- run artifacts

@@ -37,6 +37,13 @@ figcaption { color: var(--muted); font-size: .88rem; }
 pre.sample { white-space: pre-wrap; background: #f7f8fb; border: 1px solid var(--line); padding: .6rem;
              font-size: .85rem; max-height: 16rem; overflow: auto; }
 ul.analysis li { margin: .3rem 0; }
+dl.answers dt { font-weight: 600; margin-top: .6rem; } dl.answers dd { margin: .1rem 0 0 1.2rem; }
+dd.unanswered, td.reference { color: var(--muted); }
+.summary li { margin: .35rem 0; }
+details > summary { cursor: pointer; color: var(--accent); margin: .6rem 0; }
+.setup dt { font-weight: 600; } .setup dd { margin: 0 0 .5rem 1.2rem; }
+table.results.models td { text-align: left; }
+p.sources { color: var(--muted); font-size: .85rem; margin-top: 0; }
 """
 
 
@@ -63,6 +70,7 @@ def render_html(reports: list[ExperimentReport], meta: ReportMeta) -> str:
 <p class="meta">{esc(meta.line())}</p>
 <nav><ol>{nav}</ol></nav>
 </header>
+{render_summary(reports)}
 <main>
 {body}
 </main>
@@ -75,17 +83,60 @@ def anchor(report: ExperimentReport) -> str:
     return "exp-" + slug(report.spec.name)
 
 
+def render_summary(reports: list[ExperimentReport]) -> str:
+    """The findings before the details: each experiment's main answer and the state of its cells."""
+    items = "".join(f'<li><a href="#{anchor(r)}">{esc(r.spec.title)}</a>: {esc(r.summary_line())}</li>'
+                    for r in reports)
+    return f'<section class="summary"><h2>Summary</h2><ul>{items}</ul></section>'
+
+
 def render_experiment(report: ExperimentReport) -> str:
     parts = [f'<section class="experiment" id="{anchor(report)}">', f"<h2>{esc(report.spec.title)}</h2>",
-             f'<p class="meta">{esc(report.meta_line())}</p>', "<h3>Results</h3>", render_table(report.table)]
+             f'<p class="meta">{esc(report.meta_line())}</p>']
+    if report.answers:
+        parts += ["<h3>Questions</h3>", render_answers(report)]
+    parts.append("<h3>Results</h3>")
+    if report.pivots:
+        parts += [render_table(table) for table in report.pivots]
+        parts.append(f"<details><summary>Every cell, with notes</summary>{render_table(report.table)}</details>")
+    else:
+        parts.append(render_table(report.table))
     if report.blocks:
         parts.append("<h3>Figures</h3>")
         parts += [render_block(block) for block in report.blocks]
-    parts.append("<h3>Analysis</h3>")
+    parts.append(render_setup(report))
+    parts.append("<h3>Per-run facts</h3>")
     items = "".join(f"<li><strong>{esc(s.topic)}.</strong> {esc(s.text)}</li>" for s in report.analysis)
     parts.append(f'<ul class="analysis">{items}</ul>' if items else '<p class="note">No run to analyse.</p>')
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def render_answers(report: ExperimentReport) -> str:
+    unanswered = ' class="unanswered"'
+    items = "".join(f"<dt>{esc(a.ask)}</dt><dd{'' if a.answered else unanswered}>{esc(a.text)}</dd>"
+                    for a in report.answers)
+    return f'<dl class="answers">{items}</dl>'
+
+
+def render_setup(report: ExperimentReport) -> str:
+    """Data preparation and technical details, generated from the runs."""
+    setup = report.setup
+    if not report.cells or not any(cell.runs for cell in report.cells):
+        return ""
+    rows = "".join(f"<tr><th scope=\"row\">{esc(m.row)}</th><td>{esc(m.layers)}</td><td>{esc(m.params)}</td></tr>"
+                   for m in setup.models)
+    models = (f'<table class="results models"><caption>Each model: its top-level layers (parameters) and the '
+              f"trainable parameters the run recorded</caption><thead><tr><th>Configuration</th><th>Layers</th>"
+              f"<th>Trainable params</th></tr></thead><tbody>{rows}</tbody></table>") if rows else ""
+    facts = [("Data", setup.data or ["not rebuilt here (see the models below)"]),
+             ("Settings that vary", setup.varied or ["none: every run has the same settings"]),
+             ("Hardware and software", setup.hardware), ("Time per run", setup.timing)]
+    items = "".join(f"<dt>{esc(title)}</dt>" + "".join(f"<dd>{esc(line)}</dd>" for line in lines)
+                    for title, lines in facts if lines)
+    fixed = (f"<details><summary>Settings every run shares ({len(setup.fixed)})</summary>"
+             f"<p class=\"meta\">{esc(', '.join(setup.fixed))}</p></details>") if setup.fixed else ""
+    return f'<h3>Setup</h3><div class="setup"><dl>{items}</dl>{fixed}{models}</div>'
 
 
 def render_table(table: ResultTable) -> str:
@@ -94,13 +145,15 @@ def render_table(table: ResultTable) -> str:
     for row in table.rows:
         cells = [f"<th scope=\"row\">{esc(row[0].text)}</th>"]
         for i, cell in enumerate(row[1:], start=1):
-            classes = [c for c, on in (("best", cell.best), ("missing", cell.missing),
+            classes = [c for c, on in (("best", cell.best), ("missing", cell.missing), ("reference", cell.reference),
                                        ("notes", table.notes_column and i == len(row) - 1)) if on]
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{esc(cell.text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
+    sources = "".join(f"<br>[{i}] {esc(source)}" for i, source in enumerate(table.sources, start=1))
     return (f'<table class="results"><caption>{esc(table.caption)}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f'<p class="sources">References:{sources}</p>' if sources else ""))
 
 
 def render_block(block: object) -> str:

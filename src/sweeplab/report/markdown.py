@@ -22,21 +22,42 @@ def md(text: object) -> str:
 
 def render_markdown(reports: list[ExperimentReport], meta: ReportMeta) -> str:
     lines = ["# sweeplab report", "", md(meta.line()), ""]
-    lines += [f"- {md(r.spec.title)}" for r in reports]
+    lines += ["## Summary", ""] + [f"- **{md(r.spec.title)}**: {md(r.summary_line())}" for r in reports]
     for report in reports:
         lines += ["", *render_experiment(report)]
     return "\n".join(lines) + "\n"
 
 
 def render_experiment(report: ExperimentReport) -> list[str]:
-    lines = [f"## {md(report.spec.title)}", "", md(report.meta_line()), "", "### Results", "",
-             *render_table(report.table)]
+    lines = [f"## {md(report.spec.title)}", "", md(report.meta_line()), ""]
+    if report.answers:
+        lines += ["### Questions", ""] + [f"- **{md(a.ask)}** {md(a.text)}" for a in report.answers] + [""]
+    lines += ["### Results", ""]
+    for table in report.pivots:
+        lines += [*render_table(table), ""]
+    lines += render_table(report.table)
     if report.blocks:
         lines += ["", "### Figures"]
         for block in report.blocks:
             lines += ["", *render_block(block)]
-    lines += ["", "### Analysis", ""]
+    lines += render_setup(report)
+    lines += ["", "### Per-run facts", ""]
     lines += [f"- **{md(s.topic)}.** {md(s.text)}" for s in report.analysis] or ["*No run to analyse.*"]
+    return lines
+
+
+def render_setup(report: ExperimentReport) -> list[str]:
+    setup = report.setup
+    if not any(cell.runs for cell in report.cells):
+        return []
+    lines = ["", "### Setup", ""]
+    for title, items in (("Data", setup.data), ("Settings that vary", setup.varied),
+                         ("Settings every run shares", [", ".join(setup.fixed)] if setup.fixed else []),
+                         ("Hardware and software", setup.hardware), ("Time per run", setup.timing)):
+        lines += [f"- **{title}**: {md('; '.join(items))}"] if items else []
+    if setup.models:
+        lines += ["", "| Configuration | Layers | Trainable params |", "| --- | --- | --: |"]
+        lines += [f"| {md(m.row)} | {md(m.layers)} | {md(m.params)} |" for m in setup.models]
     return lines
 
 
@@ -48,7 +69,9 @@ def render_table(table: ResultTable) -> list[str]:
     if table.notes_column:
         align[-1] = "---"
     body = [row([_cell(c.text, c.best) for c in r]) for r in table.rows]
-    return [f"*{md(table.caption)}*", "", row([md(h) for h in table.header]), row(align), *body]
+    sources = [f"[{i}] {md(source)}" for i, source in enumerate(table.sources, start=1)]
+    return [f"*{md(table.caption)}*", "", row([md(h) for h in table.header]), row(align), *body,
+            *(["", "References: " + "; ".join(sources)] if sources else [])]
 
 
 def _cell(text: str, best: bool) -> str:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sweeplab.report.analysis import Sentence
 from sweeplab.report.collect import CellData
 from sweeplab.report.figures import Block
+from sweeplab.report.questions import Answer
+from sweeplab.report.setup import Setup
 from sweeplab.report.spec import ReportSpec
 from sweeplab.report.tables import ResultTable
 
@@ -19,6 +21,34 @@ class ExperimentReport:
     table: ResultTable
     blocks: list[Block]  # figures, images, text samples and notes, in the experiment's figure order
     analysis: list[Sentence]
+    answers: list[Answer] = field(default_factory=list)  # the experiment's questions, answered; the first is the main
+    pivots: list[ResultTable] = field(default_factory=list)  # a grid tabulated rows × the varied setting
+    setup: Setup = field(default_factory=Setup)
+
+    def cell_states(self) -> str:
+        """`9 of 11 cells finished, 1 running, 1 not run`: by the least finished run of each cell."""
+        states = []
+        for cell in self.cells:
+            statuses = [run.row.status for run in cell.runs]
+            if not statuses:
+                states.append("not run")
+            elif all(s in ("finished", "imported") for s in statuses):
+                states.append("finished" if len(statuses) >= self.spec.seeds else "short of seeds")
+            else:
+                states.append(next(s for s in statuses if s not in ("finished", "imported")))
+        counts = Counter(states)
+        done = counts.pop("finished", 0)
+        rest = ", ".join(f"{n} {state}" for state, n in counts.most_common())
+        return f"{done} of {len(self.cells)} cells finished" + (f", {rest}" if rest else "")
+
+    def summary_line(self) -> str:
+        """The main question's answer and the state of the cells (reduced scale said), for the top."""
+        scale = f" at scale {self.spec.scale} ({self.spec.scale_note})" if self.spec.scale else ""
+        states = self.cell_states() + scale + "."
+        if not self.answers:
+            return states
+        main = self.answers[0]
+        return f"{main.ask} {main.headline} {states}"
 
     def status_counts(self) -> Counter[str]:
         return Counter(run.row.status for cell in self.cells for run in cell.runs)

@@ -13,7 +13,15 @@ from typing import Any
 
 from sweeplab.errors import UserError
 from sweeplab.store import Store
-from sweeplab.sweep.experiment import Column, Experiment, Figure, experiment_from_spec, load_experiment
+from sweeplab.sweep.experiment import (
+    Column,
+    Experiment,
+    Figure,
+    Question,
+    experiment_from_spec,
+    format_value,
+    load_experiment,
+)
 
 __all__ = ["Column", "ReportSpec", "cell_key", "load_target"]
 
@@ -34,6 +42,10 @@ class ReportSpec:
     plan: dict[str, Any] = field(default_factory=dict)  # the planner's plan, when stored
     scales_notes: dict[str, str] = field(default_factory=dict)  # scale -> its note, from the experiment file
     run_keys: set[str] = field(default_factory=set)  # keys of the runs the last `sweeplab sweep` asked for
+    questions: list[Question] = field(default_factory=list)  # what the experiment asks; the first is the main one
+    variants: list[str] = field(default_factory=list)  # named rows, in table order
+    axes: dict[str, list[str]] = field(default_factory=dict)  # grid axis -> its values, as labels write them
+    references: list[Any] = field(default_factory=list)  # numbers a named source reports (row, column, value, source)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -85,6 +97,10 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         source=source,
         convergence_threshold=experiment.analysis.convergence_threshold,
         scales_notes={name: scale.note for name, scale in experiment.scales.items()},
+        questions=list(getattr(experiment, "questions", [])),
+        variants=list(experiment.variants),
+        axes={key: [format_value(v) for v in values] for key, values in experiment.axes.items()},
+        references=list(getattr(experiment, "references", None) or []),  # issue 10's field, when it is there
     )
 
 

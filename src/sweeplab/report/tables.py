@@ -1,11 +1,27 @@
-"""The results table of an experiment: a row per cell, a column per `columns:` entry, a reason in every gap."""
+"""The results tables of an experiment, shaped like the course's.
+
+The full table has a row per cell and a column per `columns:` entry, a reason in every gap. A grid
+(variants against an axis, or two or more axes) is also pivoted as the course reports tabulate it: rows
+are the variants (or the first axes), columns the values of the last axis, one table per metric. Numbers
+a named source reports (`references:`) stand beside ours, with the difference.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sweeplab.report.collect import CellData
-from sweeplab.report.spec import Column, ReportSpec
-from sweeplab.report.values import CellValue, cell_value, direction, fmt_cell, integral, status_reason
+from sweeplab.report.spec import Column, ReportSpec, cell_key
+from sweeplab.report.values import (
+    CellValue,
+    cell_value,
+    direction,
+    fmt_cell,
+    integral,
+    label_value,
+    label_without,
+    status_reason,
+)
 
 ROW_TITLE = "Configuration"
 
@@ -15,6 +31,7 @@ class TableCell:
     text: str
     best: bool = False  # the best value of its column (bold)
     missing: bool = False  # a reason stands where a number would
+    reference: bool = False  # a number from a named source, not ours
 
 
 @dataclass
@@ -23,25 +40,127 @@ class ResultTable:
     header: list[str]
     rows: list[list[TableCell]]  # first cell of a row: the cell label
     notes_column: bool = False  # the last column holds notes (reductions, reasons), not numbers
+    sources: list[str] = field(default_factory=list)  # where the reference values come from, numbered [1], [2]...
+
+
+@dataclass(frozen=True)
+class Reference:
+    row: str
+    column: str
+    value: float | None  # None: the source's cell is empty
+    source: str
+    note: str | None = None
+
+
+def references(spec: ReportSpec) -> list[Reference]:
+    """The experiment's `references:` (issue 10's field: pydantic models or plain mappings)."""
+    def get(ref: Any, name: str) -> Any:
+        return ref.get(name) if isinstance(ref, dict) else getattr(ref, name, None)
+
+    return [Reference(str(get(r, "row")), str(get(r, "column")), get(r, "value"), str(get(r, "source") or ""),
+                      get(r, "note")) for r in spec.references]
+
+
+def find_reference(refs: list[Reference], label: str, column: Column) -> Reference | None:
+    """The reference for a cell (by its label, or its variant's name: every grid point of it) and column."""
+    def names_cell(ref: Reference) -> bool:
+        return cell_key(ref.row) == cell_key(label) or label.partition(",")[0] == ref.row
+
+    return next((r for r in refs if names_cell(r) and r.column in (column.title, column.metric)), None)
+
+
+def reference_text(ref: Reference, ours: CellValue, sources: list[str]) -> tuple[str, str]:
+    """(the reference, ours minus it), with the source's number; an empty cell in the source said plainly."""
+    if ref.source not in sources:
+        sources.append(ref.source)
+    mark = f" [{sources.index(ref.source) + 1}]"
+    note = f"; {ref.note}" if ref.note else ""
+    if ref.value is None:
+        return f"empty in the source{mark}{note}", "—"
+    diff = f"{ours.mean - ref.value:+,.2f}" if ours.mean is not None else "— (no value of ours)"
+    theirs = f"{int(ref.value):,}" if ref.value == int(ref.value) else f"{ref.value:,}"  # as the source prints it
+    return f"{theirs}{mark}{note}", diff
 
 
 def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], common_note: str | None) -> ResultTable:
-    values = {c: [cell_value(cell, c.metric, c.aggregate, c.epoch, spec.seeds) for cell in cells] for c in columns}
+    values = {c: [cell_value(cell, c.metric, c.aggregate, c.epoch, spec.seeds, spec.convergence_threshold)
+                  for cell in cells] for c in columns}
     best = {c: _best_index(c, values[c]) for c in columns}
     counts = {c: integral(c.metric, values[c]) for c in columns}
     notes = [row_notes(cell, common_note, spec.seeds) for cell in cells]
+    refs, sources = references(spec), []
+    referenced = [c for c in columns if any(find_reference(refs, cell.label, c) for cell in cells)]
     with_notes = any(notes)
+    axis = _single_axis(spec)
     rows = []
     for i, cell in enumerate(cells):
-        row = [TableCell(cell.label)]
+        row = [TableCell(label_value(cell.label, axis) or cell.label if axis else cell.label)]
         for c in columns:
             cv = values[c][i]
             row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value))
+            if c in referenced:
+                ref = find_reference(refs, cell.label, c)
+                texts = reference_text(ref, cv, sources) if ref else ("no reference", "—")
+                row += [TableCell(texts[0], reference=True), TableCell(texts[1], reference=True)]
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
         rows.append(row)
-    header = [ROW_TITLE, *(_header(c) for c in columns), *(["Notes"] if with_notes else [])]
-    return ResultTable(_caption(spec, common_note), header, rows, with_notes)
+    header = [axis or ROW_TITLE]
+    for c in columns:
+        header += [_header(c), *([f"{c.title} (reference)", "Ours − reference"] if c in referenced else [])]
+    header += ["Notes"] if with_notes else []
+    return ResultTable(_caption(spec, common_note), header, rows, with_notes, sources)
+
+
+def _single_axis(spec: ReportSpec) -> str | None:
+    """A grid of one axis and no variants: rows are that axis's values, headed by its key."""
+    return next(iter(spec.axes)) if len(spec.axes) == 1 and not spec.variants else None
+
+
+# ---------------------------------------------------------------------------------------- pivots
+def build_pivots(spec: ReportSpec, cells: list[CellData], columns: list[Column]) -> list[ResultTable]:
+    """Variants against an axis, or two axes or more: a table per metric, rows × the last axis's values."""
+    if not spec.axes or (len(spec.axes) < 2 and not spec.variants):
+        return []
+    axis = list(spec.axes)[-1]
+    grid: dict[str, dict[str, CellData]] = {}
+    for cell in cells:
+        if cell.expected and label_value(cell.label, axis) is not None:
+            grid.setdefault(label_without(cell.label, axis), {})[label_value(cell.label, axis)] = cell
+    return [_pivot(spec, grid, axis, column) for column in columns]
+
+
+def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, column: Column) -> ResultTable:
+    refs, sources = references(spec), []
+    values = {(row, x): cell_value(cell, column.metric, column.aggregate, column.epoch, spec.seeds,
+                                   spec.convergence_threshold) for row, xs in grid.items() for x, cell in xs.items()}
+    counts = integral(column.metric, list(values.values()))
+    sign = direction(column.metric)
+    rows = []
+    for row, xs in grid.items():
+        out = [TableCell(row)]
+        for x in spec.axes[axis]:
+            cell, cv = xs.get(x), values.get((row, x))
+            if cv is None:
+                out.append(TableCell("not in the grid", missing=True))
+                continue
+            text = fmt_cell(cv, counts)
+            ref = find_reference(refs, cell.label, column)
+            if ref:
+                theirs, diff = reference_text(ref, cv, sources)
+                text += f" (reference {theirs}; ours − reference {diff})"
+            best = bool(sign) and cv.has_value and cv.mean == _column_best(values, x, sign)
+            out.append(TableCell(text, best=best, missing=not cv.has_value))
+        rows.append(out)
+    row_title = "Variant" if spec.variants else ", ".join(list(spec.axes)[:-1])
+    caption = f"{column.title} ({column.metric}, {column.aggregate}): {row_title.lower()} × {axis}"
+    return ResultTable(caption, [row_title, *(f"{axis}={x}" for x in spec.axes[axis])], rows, sources=sources)
+
+
+def _column_best(values: dict[tuple[str, str], CellValue], x: str, sign: int) -> float | None:
+    """The best mean at one value of the axis (bold in the pivot), when two or more rows have one."""
+    means = [v.mean for (_, at), v in values.items() if at == x and v.mean is not None]
+    return (max if sign > 0 else min)(means) if len(means) > 1 else None
 
 
 def _header(column: Column) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeplab.report.collect import CellData, Point, RunData
+from sweeplab.report.facts import convergence
 
 _HIGHER = ("acc", "exact", "f1", "auc", "_per_s", "precision", "recall")
 _LOWER = ("loss", "ppl", "perplexity", "err", "ms_per", "time", "convergence")
@@ -32,8 +33,12 @@ class RunValue:
     reason: str | None = None
 
 
-def run_value(run: RunData, metric: str, aggregate: str = "final", epoch: int | None = None) -> RunValue:
-    """A run's `metric` reduced by `aggregate`; a summary value when the run has no such series."""
+def run_value(run: RunData, metric: str, aggregate: str = "final", epoch: int | None = None,
+              threshold: float | None = None) -> RunValue:
+    """A run's `metric` reduced by `aggregate`; a summary value when the run has no such series.
+    Convergence columns come from `facts.convergence` (with the experiment's `threshold`), as the analysis does."""
+    if metric in CONVERGENCE_KEYS:
+        return convergence_value(run, threshold)
     points = run.series.get(metric)
     if not points:
         if metric in run.summary and math.isfinite(run.summary[metric]):
@@ -58,6 +63,19 @@ def _reduce(run: RunData, points: list[Point], metric: str, aggregate: str) -> R
         aggregate = "max" if direction(metric) > 0 else "min"
     reduce = {"min": min, "max": max, "mean": statistics.fmean}[aggregate]
     return RunValue(reduce(finite))
+
+
+CONVERGENCE_KEYS = ("convergence_step", "convergence_epoch")
+
+
+def convergence_value(run: RunData, threshold: float | None) -> RunValue:
+    found = convergence(run, threshold)
+    if found is None:
+        return RunValue(None, status_reason(run) if not run.done else "no accuracy to judge convergence on")
+    if found.relative:  # only "settled near its own best": not a convergence step
+        return RunValue(None, f"no convergence threshold set (settles at {found.unit} {found.at:,.0f}, "
+                              f"{found.detail})")
+    return RunValue(found.at) if found.at is not None else RunValue(None, found.detail)
 
 
 def missing_reason(run: RunData, metric: str) -> str:
@@ -108,10 +126,10 @@ class CellValue:
 
 
 def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int | None = None,
-               expected: int = 1) -> CellValue:
+               expected: int = 1, threshold: float | None = None) -> CellValue:
     values, reasons, tags = [], [], []
     for run in cell.runs:
-        got = run_value(run, metric, aggregate, epoch)
+        got = run_value(run, metric, aggregate, epoch, threshold)
         if got.value is None:
             reasons.append(got.reason or "no value")
             continue

@@ -93,6 +93,35 @@ class Analysis(Spec):
     convergence_threshold: float | None = Field(None, description="accuracy at which a run counts as converged")
 
 
+class Question(Spec):
+    """What the experiment asks, answered by the report from finished runs (exactly one of compare, pair, versus)."""
+
+    ask: str = Field(description="the question, as the course report asks it")
+    compare: list[str] = Field([], description="rows (variant names or cell labels) ranked on `metric`")
+    pair: list[str] = Field([], description="two rows: the first against the second, matched by seed and grid point")
+    versus: str | None = Field(None, description="an axis key: how `metric` changes along it")
+    metric: MetricName | None = Field(None, description="the metric; default: the table's first column")
+    aggregate: Aggregate | None = Field(None, description="default: the aggregate of the column with this metric")
+    at: Layer = Field({}, description="only the grid points with these axis values, e.g. {data.max_digits: 20}")
+    reach: float | None = Field(None, description="versus: the level that counts as solved (e.g. accuracy 0.99)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Question:
+        kinds = [k for k in ("compare", "pair", "versus") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a question takes exactly one of `compare: [rows]`, `pair: [a, b]` or `versus: KEY`")
+        if self.pair and len(self.pair) != 2:
+            raise ValueError(f"`pair` names two rows, got {len(self.pair)}")
+        if self.compare and len(self.compare) < 2:
+            raise ValueError("`compare` names two or more rows")
+        if self.reach is not None and not self.versus:
+            raise ValueError("`reach` is read only by a `versus` question")
+        return self
+
+    def rows(self) -> list[str]:
+        return list(self.compare or self.pair)
+
+
 class Experiment(Spec):
     name: str = Field(description="sweep name: runs are stored with runs.sweep = name")
     title: str = Field("", description="table caption")
@@ -105,6 +134,7 @@ class Experiment(Spec):
     figures: list[Figure] = Field([], description="what the report draws")
     scales: dict[str, Scale] = Field({}, description="quick (minutes on a 2-core CPU) and full (the real thing)")
     analysis: Analysis = Field(Analysis(), description="settings of the report's computed analysis")
+    questions: list[Question] = Field([], description="what the experiment asks; the first is its main question")
 
     @field_validator("name")
     @classmethod
@@ -150,6 +180,20 @@ class Experiment(Spec):
         for where, layer in layers:
             if "seed" in layer:
                 raise ValueError(f"{where}: `seed` is set by `seeds:` (n or a list)")
+        return self
+
+    @model_validator(mode="after")
+    def _question_rows(self) -> Experiment:
+        """A question names rows and axes that exist: a typo would leave it unanswerable forever."""
+        labels = set(self.cell_labels()) | set(self.variants)
+        for i, question in enumerate(self.questions):
+            unknown = [row for row in question.rows() if row not in labels]
+            unknown += [key for key in [*question.at, *([question.versus] if question.versus else [])]
+                        if key not in self.axes]
+            if unknown:
+                accepted = ", ".join([*self.variants, *self.axes] or self.cell_labels())
+                raise ValueError(f"questions[{i}]: {', '.join(map(repr, unknown))} is not a row or axis of this "
+                                 f"experiment; accepted: {accepted}")
         return self
 
     # -- what a sweep needs ---------------------------------------------------------------------

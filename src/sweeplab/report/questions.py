@@ -1,0 +1,307 @@
+"""The experiment's questions (`questions:` in its file), answered from finished runs only.
+
+Each answer is one to three sentences: the answer, its effect size, and with several seeds whether it
+exceeds the seed-to-seed spread (mean ± std, n; differences paired by seed and grid point where both rows
+have them). Rows without a finished value are named with the reason, never ranked: a running, interrupted,
+failed or diverged run has no final number to compare.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from sweeplab.report.collect import CellData
+from sweeplab.report.spec import Column, ReportSpec, cell_key
+from sweeplab.report.values import (
+    CellValue,
+    cell_value,
+    direction,
+    fmt,
+    fmt_value,
+    label_value,
+    label_without,
+    status_reason,
+)
+from sweeplab.sweep.experiment import Question, format_value
+
+
+@dataclass(frozen=True)
+class Answer:
+    ask: str
+    text: str  # one to three sentences
+    answered: bool  # False: no finished runs to answer from (text says which and why)
+
+    @property
+    def headline(self) -> str:
+        """The first sentence: the answer itself, for the summary at the top."""
+        return self.text.split(". ")[0].rstrip(".") + "."
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What a question reads: the metric, how a run's series becomes one number, and its column title."""
+
+    metric: str
+    aggregate: str
+    title: str
+    threshold: float | None
+
+    @property
+    def sign(self) -> int:
+        return direction(self.metric)
+
+    def value(self, cell: CellData) -> CellValue:
+        return cell_value(finished(cell), self.metric, self.aggregate, None, 1, self.threshold)
+
+
+def finished(cell: CellData) -> CellData:
+    return CellData(cell.label, [run for run in cell.runs if run.done], cell.expected, cell.extra)
+
+
+def answer_questions(spec: ReportSpec, cells: list[CellData], columns: list[Column]) -> list[Answer]:
+    return [answer(q, spec, cells, measure_for(q, columns, spec)) for q in spec.questions]
+
+
+def measure_for(question: Question, columns: list[Column], spec: ReportSpec) -> Measure:
+    column = next((c for c in columns if c.metric == question.metric), None) if question.metric else \
+        next((c for c in columns if direction(c.metric)), columns[0] if columns else None)
+    metric = question.metric or (column.metric if column else "valid/loss")
+    aggregate = question.aggregate or (column.aggregate if column else "final")
+    return Measure(metric, aggregate, column.title if column else metric, spec.convergence_threshold)
+
+
+def answer(question: Question, spec: ReportSpec, cells: list[CellData], measure: Measure) -> Answer:
+    if question.versus:
+        return _versus(question, cells, measure)
+    rows = {row: row_cells(row, cells, question) for row in question.rows()}
+    return _pair(question, rows, measure) if question.pair else _compare(question, rows, measure)
+
+
+# ------------------------------------------------------------------------------------ row cells
+def row_cells(row: str, cells: list[CellData], question: Question) -> dict[str, CellData]:
+    """{grid point: cell} of a row: the cell labelled `row`, or the variant `row` at every grid point
+    (only those matching `at`)."""
+    wanted = {f"{k}={format_value(v)}" for k, v in question.at.items()}
+    out = {}
+    for cell in cells:
+        name, _, point = cell.label.partition(",")
+        if cell.label != row and name != row:
+            continue
+        point = point if name == row else ""
+        if set(cell_key(",".join(wanted))) <= set(cell_key(cell.label)) or not wanted:
+            out[point] = cell
+    return out
+
+
+def why_missing(cell: CellData | None, measure: Measure) -> str:
+    if cell is None or not cell.runs:
+        return "not run" if cell is None else cell.extra.get("not_run", "not run")
+    if not any(run.done for run in cell.runs):
+        return "; ".join(dict.fromkeys(status_reason(run) for run in cell.runs))
+    return "; ".join(measure.value(cell).reasons) or "no value"
+
+
+def _name(row: str, point: str) -> str:
+    return f"{row} at {point}" if point else row
+
+
+def _missing_text(missing: list[str]) -> str:
+    return f" Left out (no finished value): {'; '.join(missing)}." if missing else ""
+
+
+# -------------------------------------------------------------------------------------- compare
+def _compare(question: Question, rows: dict[str, dict[str, CellData]], measure: Measure) -> Answer:
+    points = list(dict.fromkeys(p for cells in rows.values() for p in cells)) or [""]
+    missing, ranked_at = [], {}
+    for point in points:
+        ranked = []
+        for row, cells in rows.items():
+            cv = measure.value(cells[point]) if point in cells else None
+            if cv is not None and cv.has_value:
+                ranked.append((row, cv))
+            else:
+                missing.append(f"{_name(row, point)} ({why_missing(cells.get(point), measure)})")
+        ranked_at[point] = sorted(ranked, key=lambda rv: -measure.sign * rv[1].mean) if measure.sign else ranked
+    answerable = {p: r for p, r in ranked_at.items() if len(r) > 1}
+    if not answerable:
+        return Answer(question.ask, f"Not answered yet: fewer than two of the rows have a finished "
+                                    f"{measure.title}.{_missing_text(missing)}", False)
+    if len(answerable) == 1:
+        (point, ranked), = answerable.items()
+        text = _ranking_text(ranked, measure, point)
+    else:
+        text = _ranking_over_points(answerable, measure)
+    return Answer(question.ask, text + _missing_text(missing), True)
+
+
+def _better(measure: Measure) -> tuple[str, str]:
+    return ("highest", "higher") if measure.sign >= 0 else ("lowest", "lower")
+
+
+def _ranking_text(ranked: list[tuple[str, CellValue]], measure: Measure, point: str) -> str:
+    most, more = _better(measure)
+    (best, b), (runner, r) = ranked[0], ranked[1]
+    where = f" at {point}" if point else ""
+    if b.mean == r.mean:
+        return f"{best} and {runner} tie for the {most} {measure.title}{where}: {_v(b)}."
+    text = (f"{best} has the {most} {measure.title}{where}: {_v(b)}, {_gap(b, r)} {more} than the runner-up "
+            f"{runner} ({_v(r)})")
+    if len(ranked) > 2:
+        worst, w = ranked[-1]
+        text += f"; {worst} is last ({_v(w)})"
+    return text + "." + spread_text(b, r)
+
+
+def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], measure: Measure) -> str:
+    most, more = _better(measure)
+    wins: dict[str, list[str]] = {}
+    for point, ranked in ranked_at.items():
+        wins.setdefault(ranked[0][0], []).append(point)
+    leader, won = max(wins.items(), key=lambda kv: len(kv[1]))
+    head = f"{leader} has the {most} {measure.title} at {len(won)} of {len(ranked_at)} grid points"
+    others = [f"{row} at {', '.join(points)}" for row, points in wins.items() if row != leader]
+    head += f" ({'; '.join(others)} at the rest)" if others else ""
+    details = [f"{point}: {ranked[0][0]} {_v(ranked[0][1])} against {ranked[1][0]} {_v(ranked[1][1])} "
+               f"({_gap(ranked[0][1], ranked[1][1])} {more})" for point, ranked in ranked_at.items()]
+    return head + ". " + "; ".join(details) + "."
+
+
+def _v(cv: CellValue) -> str:
+    if cv.std is not None:
+        return f"{fmt_value(cv.mean)} ± {fmt(cv.std, like=cv.mean)} (n={cv.n})"
+    return fmt_value(cv.mean)
+
+
+def _gap(a: CellValue, b: CellValue) -> str:
+    gap = abs(a.mean - b.mean)
+    relative = f" ({gap / abs(b.mean):.1%})" if b.mean else ""
+    return f"{fmt(gap, like=gap)}{relative}"
+
+
+def spread_text(a: CellValue, b: CellValue) -> str:
+    """With several seeds on both sides: is the gap larger than the two standard deviations together?"""
+    if a.std is None or b.std is None:
+        return ""
+    gap, spread = abs(a.mean - b.mean), a.std + b.std
+    size = "larger" if gap > spread else "not larger"
+    return (f" The gap is {size} than the seed-to-seed spread (std {fmt(a.std, like=a.std)} + "
+            f"{fmt(b.std, like=b.std)}).")
+
+
+# ----------------------------------------------------------------------------------------- pair
+def _pair(question: Question, rows: dict[str, dict[str, CellData]], measure: Measure) -> Answer:
+    (a, a_cells), (b, b_cells) = rows.items()
+    points = list(dict.fromkeys([*a_cells, *b_cells])) or [""]
+    missing, matched = [], []  # matched: (point, value of a, value of b) per seed both finished
+    for point in points:
+        got = {row: cells.get(point) for row, cells in ((a, a_cells), (b, b_cells))}
+        values = {row: _seed_values(cell, measure) for row, cell in got.items()}
+        for row, cell in got.items():
+            if not values[row]:
+                missing.append(f"{_name(row, point)} ({why_missing(cell, measure)})")
+        matched += [(point, values[a][s], values[b][s]) for s in values[a] if s in values[b]]
+    if not matched:
+        return Answer(question.ask, f"Not answered yet: no grid point or seed where both {a} and {b} have a "
+                                    f"finished {measure.title}.{_missing_text(missing)}", False)
+    return Answer(question.ask, _pair_text(a, b, matched, measure) + _missing_text(missing), True)
+
+
+def _seed_values(cell: CellData | None, measure: Measure) -> dict[str, float]:
+    """{seed: value} of a cell's finished runs."""
+    if cell is None:
+        return {}
+    out = {}
+    for run in finished(cell).runs:
+        cv = cell_value(CellData(cell.label, [run]), measure.metric, measure.aggregate, None, 1, measure.threshold)
+        if cv.has_value:
+            out[repr(run.seed)] = cv.mean
+    return out
+
+
+def _pair_text(a: str, b: str, matched: list[tuple[str, float, float]], measure: Measure) -> str:
+    diffs = [x - y for _, x, y in matched]
+    mean_a, mean_b = statistics.fmean(x for _, x, _ in matched), statistics.fmean(y for _, _, y in matched)
+    diff = statistics.fmean(diffs)
+    lower = "lower" if diff < 0 else "higher"
+    if diff == 0:
+        return f"{a} and {b} have the same {measure.title}: {fmt_value(mean_a)}."
+    relative = f" ({abs(diff) / abs(mean_b):.1%})" if mean_b else ""
+    if len(matched) == 1:
+        return (f"{a} has a {lower} {measure.title} than {b}: {fmt_value(mean_a)} against {fmt_value(mean_b)}, "
+                f"a difference of {fmt(abs(diff), like=abs(diff))}{relative}.")
+    points = len({p for p, _, _ in matched})
+    over = f"{len(matched)} matched " + ("seeds" if points == 1 else "grid points and seeds")
+    same_side = sum((d < 0) == (diff < 0) and d != 0 for d in diffs)
+    std = statistics.stdev(diffs)
+    text = (f"{a} has a {lower} {measure.title} than {b} in {same_side} of {len(matched)} {over.split(' ', 1)[1]} "
+            f"(on average {fmt_value(mean_a)} against {fmt_value(mean_b)}, {fmt(abs(diff), like=abs(diff))}"
+            f"{relative} {lower}).")
+    size = "larger" if abs(diff) > std else "not larger"
+    return text + (f" The mean paired difference, {fmt(diff, like=diff)} ± {fmt(std, like=diff)} over {over}, is "
+                   f"{size} than its spread.")
+
+
+# --------------------------------------------------------------------------------------- versus
+def _versus(question: Question, cells: list[CellData], measure: Measure) -> Answer:
+    key = question.versus
+    lines: dict[str, dict[str, CellValue]] = {}
+    missing = []
+    wanted = set(cell_key(",".join(f"{k}={format_value(v)}" for k, v in question.at.items()))) if question.at \
+        else set()
+    for cell in cells:
+        x = label_value(cell.label, key)
+        if x is None or not wanted <= set(cell_key(cell.label)):
+            continue
+        cv = measure.value(cell)
+        if cv.has_value:
+            lines.setdefault(label_without(cell.label, key), {})[x] = cv
+        else:
+            missing.append(f"{cell.label} ({why_missing(cell, measure)})")
+    lines = {line: xs for line, xs in lines.items() if len(xs) > 1}
+    if not lines:
+        return Answer(question.ask, f"Not answered yet: fewer than two values of {key} have a finished "
+                                    f"{measure.title}.{_missing_text(missing)}", False)
+    texts = [_line_text(line, xs, key, measure, question.reach) for line, xs in lines.items()]
+    text = texts[0] if len(texts) == 1 else f"{measure.title} along {key}: " + "; ".join(texts) + "."
+    return Answer(question.ask, text + _missing_text(missing), True)
+
+
+def _sorted_xs(xs: dict[str, CellValue]) -> list[str]:
+    try:
+        return sorted(xs, key=float)
+    except ValueError:
+        return list(xs)
+
+
+def _line_text(line: str, xs: dict[str, CellValue], key: str, measure: Measure, reach: float | None) -> str:
+    order = _sorted_xs(xs)
+    ys = [xs[x].mean for x in order]
+    who = f"{line}: " if line else ""
+    if reach is not None:
+        return who + _reach_text(order, ys, key, measure, reach)
+    if len(set(ys)) == 1:
+        return f"{who}{measure.title} is {fmt_value(ys[0])} at every {key} ({', '.join(order)})"
+    pairs = list(zip(ys, ys[1:], strict=False))
+    if all(b <= a for a, b in pairs) or all(b >= a for a, b in pairs):
+        verb = "falls" if ys[-1] < ys[0] else "rises"
+        return (f"{who}{measure.title} {verb} steadily from {fmt_value(ys[0])} at {key}={order[0]} to "
+                f"{fmt_value(ys[-1])} at {key}={order[-1]}")
+    hi, lo = ys.index(max(ys)), ys.index(min(ys))
+    return (f"{who}{measure.title} is highest at {key}={order[hi]} ({fmt_value(ys[hi])}) and lowest at "
+            f"{key}={order[lo]} ({fmt_value(ys[lo])}), not steadily")
+
+
+def _reach_text(order: list[str], ys: list[float], key: str, measure: Measure, reach: float) -> str:
+    """Where the metric reaches `reach` (at or above for accuracies, at or below for losses)."""
+    ok = [(y >= reach) if measure.sign >= 0 else (y <= reach) for y in ys]
+    level = f"{measure.title} {'≥' if measure.sign >= 0 else '≤'} {reach:g}"
+    values = ", ".join(f"{fmt_value(y)} at {x}" for x, y in zip(order, ys, strict=True))
+    if all(ok):
+        return f"{level} at every {key} up to {order[-1]} ({values})"
+    if not any(ok):
+        return f"no {key} reaches {level} ({values})"
+    first_fail = ok.index(False)
+    if all(ok[:first_fail]) and not any(ok[first_fail:]):
+        return f"{level} up to {key}={order[first_fail - 1]}, not from {key}={order[first_fail]} on ({values})"
+    reached = [x for x, good in zip(order, ok, strict=True) if good]
+    return f"{level} only at {key}={', '.join(reached)} ({values})"

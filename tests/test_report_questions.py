@@ -1,0 +1,255 @@
+"""The report's answers, facts, pivot tables, figures and setup, from stores built so that a careless
+version would lie: an unfinished run that looks best, a run stuck at 50% that "settles" first, a task
+summary that disagrees with the experiment's threshold, a final accuracy that looks converged."""
+from __future__ import annotations
+
+import re
+
+from sweeplab.report.build import build_experiment, write_report
+from sweeplab.report.spec import load_target
+from sweeplab.store import Metric, open_store
+from test_report import add_run, lm_series, write_experiment
+
+LM = """
+name: lmq
+task: lm
+base: {data: text, model.emsize: 16, model.nhid: 16}
+variants:
+  LSTM1: {model: lstm, model.nlayers: 1}
+  LSTM2: {model: lstm, model.nlayers: 2}
+  GRU1: {model: gru}
+  TF: {model: transformer, model.nhead: 1}
+seeds: SEEDS
+columns:
+  - {title: Test PPL, metric: test/ppl}
+  - {title: Trainable params, metric: params}
+references:
+  - {row: LSTM1, column: Test PPL, value: 120.94, source: "course report 000"}
+  - {row: TF, column: Test PPL, value: null, source: "course report 000"}
+questions:
+  - {ask: "Does depth help?", compare: [LSTM1, LSTM2, GRU1]}
+  - {ask: "LSTM or GRU?", pair: [LSTM1, GRU1]}
+  - {ask: "Transformer or LSTM?", pair: [TF, LSTM1]}
+"""
+
+GRID = """
+name: gridq
+task: addition
+variants: {VARIANTS}
+axes: {data.max_digits: [5, 10, 20]}
+columns:
+  - {title: Test exact match, metric: test/acc}
+figures:
+  - {kind: curves, metrics: [valid/acc, valid/digit_acc]}
+  - {kind: versus, x: data.max_digits, metric: test/acc}
+questions:
+  - {ask: "Which cell adds 20-digit numbers?", compare: [RNN, GRU], at: {data.max_digits: 20}}
+  - {ask: "Do more digits make it harder?", versus: data.max_digits, metric: test/acc, reach: 0.9}
+"""
+
+TOY = """
+name: toyq
+task: toy2d
+variants: {numpy: {model: mlp_numpy}, torch: {model: mlp}}
+columns: [{title: Test acc, metric: test/acc}, {title: Convergence epoch, metric: convergence_epoch}]
+"""
+
+
+def store_at(tmp_path):
+    return open_store(f"sqlite:///{tmp_path / 'runs' / 's.sqlite'}")
+
+
+def report_of(path, store):
+    return build_experiment(load_target(str(path), store), store)
+
+
+def answers(report) -> dict[str, str]:
+    return {a.ask: a.text for a in report.answers}
+
+
+def facts(report, topic: str) -> list[str]:
+    return [s.text for s in report.analysis if s.topic == topic]
+
+
+# ------------------------------------------------------------------------------------- answers
+def test_compare_ranks_finished_runs_only_and_names_the_rest(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "1"), "lmq")
+    add_run(store, path, "LSTM1", series=lm_series([5.0, 4.5], [4.9, 4.8], 120.0))
+    add_run(store, path, "LSTM2", series=lm_series([5.0, 4.4], [4.8, 4.7], 110.0))
+    # GRU1 is still running with a better (partial) number: it must not win
+    add_run(store, path, "GRU1", series=lm_series([5.0], [4.6], 90.0), status="running")
+    report = report_of(path, store)
+    assert answers(report)["Does depth help?"] == (
+        "LSTM2 has the lowest Test PPL: 110.0, 10.00 (8.3%) lower than the runner-up LSTM1 (120.0). "
+        "Left out (no finished value): GRU1 (running (epoch 1 of 40 stored))."
+    )
+    assert answers(report)["LSTM or GRU?"].startswith("Not answered yet: no grid point or seed where both LSTM1 "
+                                                       "and GRU1 have a finished Test PPL.")
+    assert not report.answers[1].answered
+    assert report.summary_line().startswith("Does depth help? LSTM2 has the lowest Test PPL: 110.0, 10.00 (8.3%) "
+                                            "lower than the runner-up LSTM1 (120.0).")
+    assert "2 of 4 cells finished, 1 running, 1 not run" in report.summary_line()
+
+
+def test_pair_over_seeds_is_paired_and_weighed_against_the_spread(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "3"), "lmq")
+    for seed, (lstm, gru) in zip((1111, 1112, 1113), ((120.0, 125.0), (130.0, 134.0), (110.0, 116.0)), strict=True):
+        add_run(store, path, "LSTM1", seed, series=lm_series([5.0], [4.9], lstm))
+        add_run(store, path, "GRU1", seed, series=lm_series([5.0], [4.9], gru))
+    text = answers(report_of(path, store))["LSTM or GRU?"]
+    # differences -5, -4, -6: mean -5.000 ± 1.000, lower in 3 of 3 seeds, larger than its spread
+    assert text.startswith("LSTM1 has a lower Test PPL than GRU1 in 3 of 3 matched seeds (on average 120.0 against "
+                           "125.0, 5.000 (4.0%) lower).")
+    assert "The mean paired difference, -5.000 ± 1.000 over 3 matched seeds, is larger than its spread." in text
+
+
+def test_compare_with_seeds_says_whether_the_gap_exceeds_the_spread(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "2"), "lmq")
+    for seed, (one, two) in zip((1111, 1112), ((120.0, 100.0), (140.0, 130.0)), strict=True):
+        add_run(store, path, "LSTM1", seed, series=lm_series([5.0], [4.9], one))
+        add_run(store, path, "LSTM2", seed, series=lm_series([5.0], [4.9], two))
+    text = answers(report_of(path, store))["Does depth help?"]
+    assert text.startswith("LSTM2 has the lowest Test PPL: 115.0 ± 21.2 (n=2), 15.00 (11.5%) lower than the "
+                           "runner-up LSTM1 (130.0 ± 14.1 (n=2)).")
+    assert "The gap is not larger than the seed-to-seed spread (std 21.21 + 14.14)." in text
+
+
+def test_versus_with_reach_and_compare_at_a_grid_point(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, GRID.replace("{VARIANTS}", "{RNN: {model: rnn}, GRU: {model: gru}}"), "gridq")
+    accs = {"RNN": (0.99, 0.95, 0.40), "GRU": (1.0, 0.97, 0.93)}
+    for variant, values in accs.items():
+        for digits, acc in zip((5, 10, 20), values, strict=True):
+            add_run(store, path, f"{variant},data.max_digits={digits}", series={"valid/acc": [acc], "test/acc": [acc]})
+    report = report_of(path, store)
+    assert answers(report)["Which cell adds 20-digit numbers?"] == (
+        "GRU has the highest Test exact match at data.max_digits=20: 0.9300, 0.5300 (132.5%) higher than the "
+        "runner-up RNN (0.4000).")
+    assert answers(report)["Do more digits make it harder?"] == (
+        "Test exact match along data.max_digits: RNN: Test exact match ≥ 0.9 up to data.max_digits=10, not from "
+        "data.max_digits=20 on (0.9900 at 5, 0.9500 at 10, 0.4000 at 20); GRU: Test exact match ≥ 0.9 at every "
+        "data.max_digits up to 20 (1.000 at 5, 0.9700 at 10, 0.9300 at 20).")
+
+
+# --------------------------------------------------------------------------------- per-run facts
+def test_a_run_stuck_at_half_is_never_fastest_to_converge(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, TOY, "toyq")
+    # toy2d's summary: the first epoch within 0.01 of the run's own best, so a stuck run "settles" at epoch 1
+    for cell, accs, settled in (("numpy", [0.5, 0.5, 0.5], 1.0), ("torch", [0.6, 0.9, 1.0], 3.0)):
+        run_id = add_run(store, path, cell, series={"train/loss": [0.7, 0.6, 0.5]},
+                         summary={"convergence_epoch": settled, "best_test_acc": max(accs)})
+        store.log_metrics(run_id, [Metric(e * 100, e, "test", "acc", v) for e, v in enumerate(accs, start=1)])
+    report = report_of(path, store)
+    assert not any("Fastest" in s for s in facts(report, "Convergence"))
+    rows = {row[0].text: row[2].text for row in report.table.rows}
+    assert rows["numpy"].startswith("no convergence threshold set (settles at epoch 1")
+    # with a threshold the stuck run does not converge at all, and the other one does
+    path.write_text(TOY + "analysis: {convergence_threshold: 0.95}\n")
+    report = report_of(path, store)
+    rows = {row[0].text: row[2].text for row in report.table.rows}
+    assert rows == {"numpy": "not converged by epoch 3 of 100 (test/acc best 0.5000, below 0.95)", "torch": "3"}
+
+
+def test_not_converged_beside_a_perfect_test_accuracy_says_why(tmp_path):
+    store = store_at(tmp_path)
+    text = GRID.replace("{VARIANTS}", "{RNN: {model: rnn}}")
+    text = text[:text.index("questions:")].replace("columns:\n", "columns:\n  - {title: Converged at, metric: "
+                                                                   "convergence_step}\n")
+    path = write_experiment(tmp_path, text + "analysis: {convergence_threshold: 0.99}\n", "gridq")
+    add_run(store, path, "RNN,data.max_digits=5", series={"valid/acc": [0.5, 1.0, 0.97], "test/acc": [1.0]},
+            summary={"converged": 0.0})
+    report = report_of(path, store)
+    row = next(r for r in report.table.rows if r[0].text == "RNN,data.max_digits=5")
+    assert row[1].text.endswith("(valid/acc reached 1.0000 but fell to 0.9700; it must stay ≥ 0.99)")
+    assert row[2].text == "1.000"
+
+
+def test_best_configuration_and_divergence_count_only_ended_runs(tmp_path):
+    store = store_at(tmp_path)
+    text = "\n".join(line for line in LM.replace("SEEDS", "1").splitlines() if not line.startswith("  - {ask"))
+    path = write_experiment(tmp_path, text.replace("questions:", ""), "lmq")
+    add_run(store, path, "LSTM1", series=lm_series([5.0, 4.5], [4.9, 4.8], 120.0))
+    add_run(store, path, "LSTM2", series=lm_series([5.0, 4.4], [4.8, 4.7], 130.0))
+    add_run(store, path, "GRU1", series=lm_series([5.0], [4.6], 50.0), status="interrupted")
+    report = report_of(path, store)
+    best = facts(report, "Best")[0]
+    assert best.startswith("Best configuration by Test PPL (test/ppl, final; lower is better): LSTM1 with 120.0")
+    assert "GRU1" not in best
+    assert facts(report, "Divergence") == ["No run diverged: all 2 ended runs kept a finite training loss; 1 more "
+                                           "has not ended."]
+
+
+# ------------------------------------------------------------------------------- tables, figures
+def test_references_stand_beside_ours(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "1"), "lmq")
+    add_run(store, path, "LSTM1", series=lm_series([5.0], [4.9], 118.0))
+    add_run(store, path, "TF", series=lm_series([5.0], [4.9], 150.0))
+    report = report_of(path, store)
+    header = report.table.header
+    assert header[1:4] == ["Test PPL", "Test PPL (reference)", "Ours − reference"]
+    rows = {row[0].text: [c.text for c in row] for row in report.table.rows}
+    assert rows["LSTM1"][1:4] == ["118.0", "120.94 [1]", "-2.94"]
+    assert rows["TF"][2:4] == ["empty in the source [1]", "—"]
+    assert rows["GRU1"][2] == "no reference"
+    assert report.table.sources == ["course report 000"]
+
+
+def test_a_two_axis_grid_pivots_rows_against_the_last_axis(tmp_path):
+    store = store_at(tmp_path)
+    text = GRID.replace("variants: {VARIANTS}\n", "").replace("axes: {data.max_digits: [5, 10, 20]}",
+                                                               "axes: {model: [rnn, gru], data.max_digits: [5, 10]}")
+    text = text[:text.index("questions:")]
+    path = write_experiment(tmp_path, text, "gridq")
+    for cell, acc in (("model=rnn,data.max_digits=5", 0.9), ("model=rnn,data.max_digits=10", 0.5),
+                      ("model=gru,data.max_digits=5", 0.95)):
+        add_run(store, path, cell, series={"valid/acc": [acc], "test/acc": [acc]})
+    report = report_of(path, store)
+    (pivot,) = report.pivots
+    assert pivot.header == ["model", "data.max_digits=5", "data.max_digits=10"]
+    assert [[c.text for c in row] for row in pivot.rows] == [
+        ["model=rnn", "0.9000", "0.5000"], ["model=gru", "0.9500", "not run: no stored run"]]
+    assert [c.best for c in pivot.rows[1]] == [False, True, False]
+
+
+def test_a_27_cell_grid_draws_small_multiples_with_one_colour_per_variant(tmp_path):
+    store = store_at(tmp_path)
+    variants = {f"V{i}": f"{{model: lstm, model.hidden: {8 + i}}}" for i in range(9)}
+    text = GRID.replace("{VARIANTS}", "{" + ", ".join(f"{k}: {v}" for k, v in variants.items()) + "}")
+    path = write_experiment(tmp_path, text[:text.index("questions:")], "gridq")
+    for i, name in enumerate(variants):
+        for digits in (5, 10, 20):
+            add_run(store, path, f"{name},data.max_digits={digits}",
+                    series={"valid/acc": [0.1, 0.2 + i / 20], "valid/digit_acc": [0.5, 0.6], "test/acc": [0.3]})
+    written = write_report([str(path)], store, tmp_path / "out")
+    names = [p.name for p in written.figures]
+    assert names == ["gridq-01-curves-valid-acc.svg", "gridq-02-curves-valid-digit_acc.svg",
+                     "gridq-03-versus-data.max_digits.svg"]
+    svgs = [p.read_text() for p in written.figures]
+    assert [len(re.findall(r'<g id="axes_\d+">', svg)) for svg in svgs] == [3, 3, 1]  # a panel per digits value
+    assert all(svg.count("V8") == 1 for svg in svgs)  # one legend entry per variant, not one per cell
+    for svg in svgs[:2]:
+        assert "data.max_digits=20" in svg and "Test exact match" not in svg
+    assert "Test exact match" in svgs[2]  # the axis titled by the column, not `test/acc (final)`
+    colours = [re.findall(r"stroke: (#[0-9a-f]{6})", svg) for svg in svgs]
+    assert colours[0][:20] and set(colours[0]) & set(colours[2])  # the same palette, variant by variant
+
+
+def test_setup_and_summary_are_generated_from_the_runs(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "1"), "lmq")
+    add_run(store, path, "LSTM1", series=lm_series([5.0], [4.9], 118.0))
+    add_run(store, path, "LSTM2", series=lm_series([5.0], [4.9], 119.0))
+    written = write_report([str(path)], store, tmp_path / "out")
+    report = report_of(path, store)
+    assert report.setup.varied == ["model.nlayers: 1, 2"]
+    assert "model=lstm" in report.setup.fixed and "data=text" in report.setup.fixed
+    assert [m.row for m in report.setup.models] == ["LSTM1", "LSTM2"]
+    assert report.setup.models[0].layers.startswith("not rebuilt here: ")  # no dataset folder for data=text
+    html = written.html.read_text()
+    assert html.index("<h2>Summary</h2>") < html.index("<h3>Questions</h3>") < html.index("<h3>Results</h3>")
+    assert "<h3>Setup</h3>" in html and "Settings that vary" in html
