@@ -101,7 +101,7 @@ def test_the_table_names_both_runs_and_the_classes(two_epochs):
 @pytest.mark.parametrize("args, needle", [(["tiny-digits@9", "tiny-digits"], "no checkpoint for epoch 9; kept: 1, 2"),
                                           (["nope", "tiny-digits"], "run 'nope' not found"),
                                           (["tiny-digits@x", "tiny-digits"], "RUN@EPOCH"),
-                                          (["tiny-digits", "tiny-digits", "--split", "valid"], "accepted: test")])
+                                          (["tiny-digits", "tiny-digits", "--split", "nope"], "accepted: valid, test")])
 def test_bad_references_are_one_line_exit_2(two_epochs, args, needle):
     store_url, _ = two_epochs
     result = runner.invoke(app, ["compare", *args, "--store", store_url])

@@ -168,7 +168,7 @@ def test_digits_come_from_scikit_learn():
     from sklearn.datasets import load_digits
 
     data = load_images("digits", ImageDataConfig())
-    assert len(data.train) + len(data.held_out["test"]) == len(load_digits().target) == 1797
+    assert len(data.train) + len(data.held_out["valid"]) + len(data.held_out["test"]) == len(load_digits().target) == 1797
     assert data.shape == (1, 8, 8) and data.num_classes == 10 and int(data.train.x.max()) == 255
 
 

@@ -147,7 +147,7 @@ def test_every_dataset_model_pair_trains_a_few_batches(small_data, store_url, da
     for split in ("train", "test"):
         assert 0 <= result.metrics[f"{split}/acc1"] <= result.metrics[f"{split}/acc5"] <= 1
         assert result.metrics[f"{split}/loss"] > 0
-    assert ("valid/acc1" in result.metrics) == (dataset in ("cifar10", "mnist"))
+    assert "valid/acc1" in result.metrics  # every dataset has a `valid` split, carved from train if need be
     run_dir = open_store(store_url).run_dir(result.run_id)
     assert checkpoint.list_epochs(run_dir) == [1] and (run_dir / "classes.txt").is_file()
 

@@ -238,24 +238,26 @@ def test_overfitting_onset_needs_the_rise_to_last():
     assert overfitting_onset(rising_train, bump) is None
 
 
-def test_convergence_trend_and_versus_figure(tmp_path):
+def test_convergence_the_experiments_threshold_wins_in_table_and_analysis(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
     path = write_experiment(tmp_path, PALINDROME_EXPERIMENT, "paltest")
+    # the task's summary says step 1,200 (its own train.converged_at); the file's 0.9 is held from step 200
     add_run(store, path, "data.length=5", series={"valid/acc": [0.6, 1.0, 1.0], "test/acc": [1.0]},
             summary={"converged": 1.0, "convergence_step": 1200.0})
     add_run(store, path, "data.length=10", series={"valid/acc": [0.3, 0.5, 0.6], "test/acc": [0.55]},
             summary={"converged": 0.0})
-    # no summary: the first evaluation from which valid/acc stays >= 0.9 (the file's threshold) is the 4th
+    # the first evaluation from which valid/acc stays >= 0.9 is the 4th
     add_run(store, path, "data.length=15", series={"valid/acc": [0.5, 0.95, 0.8, 0.96, 0.97], "test/acc": [0.2]})
     written = write_report([str(path)], store, tmp_path / "out")
     report = build_experiment(load_target(str(path), store), store)
-    convergence = sentences(report, "Convergence")
-    assert "data.length=5 converges at step 1,200." in convergence
-    assert convergence[1].startswith("data.length=10 did not converge by step 300 of 10,000")
-    assert "data.length=15 converges at step 400." in convergence
-    assert sentences(report, "Trend") == ["test/acc (final) versus data.length: falls monotonically from 1.000 at "
-                                          "data.length=5 to 0.2000 at data.length=15."]
-    assert table_rows(report)["data.length=10"]["Converged at"] == "not converged by step 300 of 10,000"
+    rows = table_rows(report)
+    assert list(rows) == ["5", "10", "15"] and report.table.header[0] == "data.length"  # a 1-axis grid
+    assert rows["5"]["Converged at"] == "200" and rows["15"]["Converged at"] == "400"
+    assert rows["10"]["Converged at"] == "not converged by step 300 of 10,000 (valid/acc best 0.6000, below 0.9)"
+    assert sentences(report, "Convergence") == [
+        "Fastest to converge: data.length=5 (step 200); slowest: data.length=15 (step 400), among the 2 "
+        "configurations whose finished runs converged."]
+    assert not report.pivots  # one axis: the table already is rows × metrics
     names = sorted(p.name for p in written.figures)
     assert names == ["paltest-01-versus-data.length.svg", "paltest-02-curves.svg"]
     assert written.html.read_text().count("<svg") == 2
@@ -293,7 +295,7 @@ def test_html_is_self_contained_and_markdown_links_every_figure(lm_report):
     assert "Content-Security-Policy" in html
     for figure in written.figures:
         assert f"](figures/{figure.name})" in markdown
-    assert markdown.count("| LSTM1 |") == 1 and "| **" in markdown
+    assert markdown.count("| LSTM1 |") == 2 and "| **" in markdown  # the results table and the models table
 
 
 def test_report_by_sweep_name_reads_the_stored_experiment(tmp_path):

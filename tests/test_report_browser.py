@@ -5,6 +5,7 @@ It renders without console errors, shows every table and figure (each with a siz
 image decoded), and hostile run names appear as text while no script runs."""
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -116,7 +117,11 @@ def open_page(browser: DevTools, path: Path) -> str:
 
 
 PAGE_FACTS = """JSON.stringify({
-  tables: [...document.querySelectorAll('table.results')].map(t => t.tBodies[0].rows.length),
+  tables: [...document.querySelectorAll('table.results:not(.models)')].map(t => t.tBodies[0].rows.length),
+  hidden: [...document.querySelectorAll('table.results, figure')].filter(e => !e.closest('details')
+            && e.getBoundingClientRect().height === 0).length,
+  summary: document.querySelector('section.summary') !== null,
+  width: document.documentElement.scrollWidth,
   figures: [...document.querySelectorAll('figure.plot, figure.artifact')].map(f => {
     const el = f.querySelector('svg, img'); const box = el.getBoundingClientRect();
     return {id: f.id, tag: el.tagName.toLowerCase(), width: box.width, height: box.height,
@@ -157,15 +162,32 @@ def report(tmp_path_factory: pytest.TempPathFactory):
     return write_report([str(lm), str(pal), str(toy)], store, root / "out")
 
 
+SCREENSHOT = Path(os.environ.get("SWEEPLAB_SCREENSHOTS", "reports/screenshots")) / "report-1400px.png"
+WIDTH = 1400  # a laptop screen: the report must read at this width without scrolling sideways
+
+
 @pytest.fixture(scope="module")
 def page(report, tmp_path_factory: pytest.TempPathFactory):
     browser = DevTools(tmp_path_factory.mktemp("chromium-profile"))
     try:
         session = open_page(browser, report.html)
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": 900, "deviceScaleFactor": 1,
+                                                            "mobile": False}, session=session)
         facts = browser.call("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True}, session=session)
+        shot = browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                            session=session)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)  # for a person to look at (reports/ is ignored by git)
+        SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
         yield json.loads(facts["result"]["value"]), browser.events
     finally:
         browser.close()
+
+
+def test_a_screenshot_at_1400px_is_saved_and_nothing_overflows(page):
+    facts, _ = page
+    with Image.open(SCREENSHOT) as image:
+        assert WIDTH - 20 <= image.width <= WIDTH and image.height > 900  # the whole page (less a scroll bar)
+    assert facts["width"] <= WIDTH and facts["summary"] and facts["hidden"] == 0
 
 
 def test_renders_without_console_errors(page):

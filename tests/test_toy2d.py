@@ -40,12 +40,12 @@ def run(store_url: str, **overrides) -> tuple[str, dict]:
 def test_data_is_an_80_20_split_reproducible_from_the_seed(name):
     cfg = Toy2DDataConfig(n_samples=500)
     a, b, c = make_toy2d(name, cfg, 1), make_toy2d(name, cfg, 1), make_toy2d(name, cfg, 2)
-    assert (len(a.x_train), len(a.x_test)) == (400, 100) and a.x_train.shape[1] == 2
+    assert (len(a.x_train), len(a.x_valid), len(a.x_test)) == (360, 40, 100) and a.x_train.shape[1] == 2
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.x_train, c.x_train)
     assert a.num_classes == 2 and set(a.y_train.tolist()) == {0, 1}
     # every generated point lands in exactly one split
-    assert len(torch.cat([a.x_train, a.x_test]).unique(dim=0)) == 500
+    assert len(torch.cat([a.x_train, a.x_valid, a.x_test]).unique(dim=0)) == 500
 
 
 def test_data_seed_fixes_the_points_whatever_the_run_seed():
@@ -167,14 +167,14 @@ def test_a_run_learns_moons_and_draws_its_decision_boundary(store_url):
     png, svg = run_dir / "decision_boundary.png", run_dir / "decision_boundary.svg"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()[:2000]
-    history = [m for m in open_store(store_url).metrics(run_id) if m.split == "test" and m.name == "acc"]
+    history = [m for m in open_store(store_url).metrics(run_id) if m.split == "valid" and m.name == "acc"]
     assert len(history) == 30  # evaluated every epoch (train.eval_every=1)
 
 
 def test_convergence_epoch_is_the_first_within_one_point_of_the_best():
     values = [0.5, 0.8, 0.905, 0.9, 0.91, 0.89]
-    metrics = [Metric(i, i + 1, "test", "acc", v) for i, v in enumerate(values)]
-    assert convergence_epoch(metrics) == {"convergence_epoch": 3.0, "best_test_acc": 0.91}
+    metrics = [Metric(i, i + 1, "valid", "acc", v) for i, v in enumerate(values)]
+    assert convergence_epoch(metrics) == {"convergence_epoch": 3.0, "best_valid_acc": 0.91}
     assert convergence_epoch([]) == {}
 
 

@@ -1,9 +1,11 @@
 """Image datasets for the `image` task: decoded once into a uint8 tensor cache, served from memory,
 augmented and normalised in batches on the training device (as airbench does), never per sample.
 
-Splits: `train`; `valid`, `data.valid_size` training images held out with a fixed seed (the same
-for every run, so runs are compared on the same images); `test`, the dataset's official held-out set
-(CIFAR-10 test_batch, MNIST t10k, Tiny-ImageNet val/, a fixed 20% of digits).
+Splits: `train`; `valid`, training images held out (`data.valid_size` of them, else
+`data.valid_fraction`) by a permutation seeded from the run's seed (or `data.valid_seed`), so
+runs of one seed are compared on the same images; `test`, the dataset's official held-out set
+(CIFAR-10 test_batch, MNIST t10k, Tiny-ImageNet val/, a fixed 20% of digits). Every dataset gets a
+`valid` split because it, never `test`, picks the best checkpoint.
 """
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ from sweeplab.errors import UserError
 from sweeplab.registry import DATASETS
 
 CACHE_VERSION = 1  # bump when the decoded layout changes: old cache files are then ignored
-HOLDOUT_SEED = 0  # the validation hold-out does not depend on the run's seed
 
 
 # --------------------------------------------------------------------------------- configuration
 class ImageDataConfig(DataConfig):
-    valid_size: int = Field(0, ge=0, description="training images held out (fixed seed) as the `valid` split")
+    valid_size: int = Field(0, ge=0, description="training images held out as the `valid` split (which picks the "
+                                                 "best checkpoint); 0 = data.valid_fraction of them")
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of the training images held out as `valid` "
+                                                               "when data.valid_size is 0")
+    valid_seed: int | None = Field(None, description="seed of the `valid` hold-out; null = the run's seed")
     train_limit: int = Field(0, ge=0, description="train on at most N images (a fixed random subset), 0 = all")
     test_limit: int = Field(0, ge=0, description="evaluate `test` on its first N images, 0 = all")
     crop_padding: int = Field(0, ge=0, description="random-crop augmentation: zero padding in pixels, 0 = off")
@@ -36,13 +41,15 @@ class ImageDataConfig(DataConfig):
 
 
 class CifarDataConfig(ImageDataConfig):
-    valid_size: int = Field(5000, ge=0, description="training images held out (fixed seed) as the `valid` split")
+    valid_size: int = Field(5000, ge=0, description="training images held out as the `valid` split (which picks "
+                                                    "the best checkpoint); 0 = data.valid_fraction of them")
     crop_padding: int = Field(4, ge=0, description="random-crop augmentation: zero padding in pixels, 0 = off")
     flip: bool = Field(True, description="random horizontal-flip augmentation")
 
 
 class MnistDataConfig(ImageDataConfig):
-    valid_size: int = Field(5000, ge=0, description="training images held out (fixed seed) as the `valid` split")
+    valid_size: int = Field(5000, ge=0, description="training images held out as the `valid` split (which picks "
+                                                    "the best checkpoint); 0 = data.valid_fraction of them")
 
 
 class TinyImageNetDataConfig(ImageDataConfig):
@@ -155,7 +162,7 @@ class ImageData:
     name: str
     classes: list[str]
     train: ImageSplit
-    held_out: dict[str, ImageSplit]  # "valid" (if data.valid_size) and "test"
+    held_out: dict[str, ImageSplit]  # "valid" (carved from the training images) and "test"
     mean: torch.Tensor  # (C,) of the training images, 0..1 units
     std: torch.Tensor
 
@@ -169,23 +176,28 @@ class ImageData:
         return len(self.classes)
 
 
-def load_images(name: str, cfg: ImageDataConfig) -> ImageData:
+def load_images(name: str, cfg: ImageDataConfig, run_seed: int = 0) -> ImageData:
+    """The splits of dataset `name`; `run_seed` seeds the `valid` hold-out unless data.valid_seed is set."""
     blob = load_decoded(name, cfg.path)
-    n = len(blob["train_y"])
-    if cfg.valid_size >= n:
-        raise UserError(f"data.valid_size={cfg.valid_size} leaves no training images: {name} has {n:,}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
-    valid = order[: cfg.valid_size].sort().values
-    train = order[cfg.valid_size:]
+    valid, train = holdout_indices(len(blob["train_y"]), cfg, run_seed, name)
     train = (train[: cfg.train_limit] if cfg.train_limit else train).sort().values
-    held_out = {}
-    if cfg.valid_size:
-        held_out["valid"] = ImageSplit(blob["train_x"][valid], blob["train_y"][valid], valid)
+    held_out = {"valid": ImageSplit(blob["train_x"][valid], blob["train_y"][valid], valid)}
     test = torch.arange(min(cfg.test_limit or len(blob["test_y"]), len(blob["test_y"])))
     names = blob["test_names"][: len(test)] if blob["test_names"] else None
     held_out["test"] = ImageSplit(blob["test_x"][test], blob["test_y"][test], test, names)
     return ImageData(name, list(blob["classes"]), ImageSplit(blob["train_x"][train], blob["train_y"][train], train),
                      held_out, blob["mean"], blob["std"])
+
+
+def holdout_indices(n: int, cfg: ImageDataConfig, run_seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(valid, train) positions in the training set: disjoint, from one seeded permutation; valid sorted."""
+    size = cfg.valid_size or max(1, round(n * cfg.valid_fraction))
+    if size >= n:
+        what = f"data.valid_size={cfg.valid_size}" if cfg.valid_size else f"data.valid_fraction={cfg.valid_fraction}"
+        raise UserError(f"{what} leaves no training images: {name} has {n:,}; accepted: fewer than {n:,} held out")
+    seed = run_seed if cfg.valid_seed is None else cfg.valid_seed
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed % 2**63))
+    return order[:size].sort().values, order[size:]
 
 
 # ------------------------------------------------------------------ batched augmentation on device

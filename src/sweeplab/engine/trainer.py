@@ -159,6 +159,9 @@ class Trainer:
 
     def evaluate_final(self) -> dict[str, float]:
         """Final splits with the best weights (word_language_model: test the best saved model)."""
+        if self.state.best_epoch:  # what chose these weights, on record: `best/<monitor>` at the best epoch
+            self.recorder.log(step=self.state.step, epoch=self.state.best_epoch, split="best",
+                              values={self.task.monitor: self.state.best})
         if self.state.best_epoch and self.state.best_epoch != self.state.epoch:
             self.model.load_state_dict(checkpoint.load(checkpoint.epoch_path(self.run_dir, self.state.best_epoch),
                                                        self.device)["model"])

@@ -14,6 +14,7 @@ from sweeplab.report.figures import ImageBlock, SvgBlock, create_blocks
 from sweeplab.report.html import render_html
 from sweeplab.report.markdown import render_markdown
 from sweeplab.report.model import ExperimentReport, ReportMeta
+from sweeplab.report.selection import selection_note
 from sweeplab.report.spec import ReportSpec, load_target
 from sweeplab.report.tables import build_table, common_note, default_columns
 from sweeplab.store import Store
@@ -37,8 +38,11 @@ def build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
             cell.extra["not_run"] = not_run_reason(spec, cell.label)
     columns = spec.columns or default_columns(cells)
     note = common_note(cells)
-    return ExperimentReport(spec, cells, build_table(spec, cells, columns, note), create_blocks(spec, cells),
-                            analyse(spec, cells, columns, note))
+    table = build_table(spec, cells, columns, note)
+    selection = selection_note(cells)
+    if selection:  # which split chose the checkpoints the numbers come from
+        table.caption += f" — {selection}"
+    return ExperimentReport(spec, cells, table, create_blocks(spec, cells), analyse(spec, cells, columns, note))
 
 
 def write_report(targets: Iterable[str], store: Store, out_dir: Path) -> Written:

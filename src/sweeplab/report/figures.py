@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from sweeplab.report.collect import CellData, Point, RunData
 from sweeplab.report.spec import ReportSpec
-from sweeplab.report.values import status_reason, versus_points
+from sweeplab.report.values import label_without, status_reason, versus_points
 from sweeplab.sweep.experiment import Figure as FigureSpec
 
 COLORS = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
@@ -86,11 +86,20 @@ class Context:
         self.names.append(stem)
         return stem
 
+    def split(self, label: str, without: str | None = None) -> tuple[str, str]:
+        """(line, panel) of a cell label; a label outside the experiment's grid is a line of its own."""
+        if not self.spec.axes or label_without(label, without or "") not in self.grid_labels(without):
+            return label_without(label, without or ""), ""
+        return line_and_panel(label, without)
+
+    def grid_labels(self, without: str | None) -> set[str]:
+        return {label_without(label, without or "") for label in self.spec.cells}
+
     def colour(self, line: str) -> tuple:
         """One colour per line (a variant, else the first axis's value) in every figure of the experiment."""
         if not self.colours:
             for cell in self.cells:
-                self.colours.setdefault(line_and_panel(cell.label)[0], COLORS[len(self.colours) % len(COLORS)])
+                self.colours.setdefault(self.split(cell.label)[0], COLORS[len(self.colours) % len(COLORS)])
         return self.colours.setdefault(line, COLORS[len(self.colours) % len(COLORS)])
 
     def title(self, metric: str, aggregate: str | None = None) -> str:
@@ -98,6 +107,12 @@ class Context:
         columns = [c for c in self.spec.columns if c.metric == metric]
         column = next((c for c in columns if c.aggregate == aggregate), columns[0] if columns else None)
         return column.title if column else metric
+
+
+def legend_columns(handles: list[Line2D], panels: int) -> int:
+    """As many legend columns as fit under the panels: about 28 characters per panel's width."""
+    longest = max((len(h.get_label()) for h in handles), default=1) + 6
+    return max(1, min(len(handles), (28 * max(panels, 2)) // longest))
 
 
 def line_and_panel(label: str, without: str | None = None) -> tuple[str, str]:
@@ -146,13 +161,13 @@ def curves(fs: FigureSpec, ctx: Context) -> list[Block]:
     missing = [m for m in metrics if m not in drawn]
     if missing:
         caption += f" (not recorded by any run: {', '.join(missing)})"
-    panels = list(dict.fromkeys(line_and_panel(cell.label)[1] for cell in ctx.cells if cell.runs))
+    panels = list(dict.fromkeys(ctx.split(cell.label)[1] for cell in ctx.cells if cell.runs))
     if len(panels) <= 1:
         layout = [(ctx.title(m), m, ctx.cells) for m in drawn]
         return [_curve_figure(ctx, layout, caption, "curves", None)]
     blocks: list[Block] = []
     for metric in drawn:
-        layout = [(panel, metric, [c for c in ctx.cells if line_and_panel(c.label)[1] == panel]) for panel in panels]
+        layout = [(panel, metric, [c for c in ctx.cells if ctx.split(c.label)[1] == panel]) for panel in panels]
         blocks.append(_curve_figure(ctx, layout, f"{caption}: {ctx.title(metric)}, a panel per grid point",
                                     f"curves-{metric}", ctx.title(metric)))
     return blocks
@@ -170,8 +185,8 @@ def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], c
     diverged = False
     for ax, (title, metric, cells) in zip(axes, layout, strict=False):
         for cell in cells:
-            line = line_and_panel(cell.label)[0] if shared else cell.label
-            colour = ctx.colour(line_and_panel(cell.label)[0]) if shared else ctx.colour(cell.label)
+            line = ctx.split(cell.label)[0] if shared else cell.label
+            colour = ctx.colour(line)
             if _curve(ax, metric, cell, colour):
                 shown[line] = None
             diverged |= _mark_divergence(ax, metric, cell, colour)
@@ -183,7 +198,7 @@ def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], c
     handles = [Line2D([], [], color=ctx.colour(line), label=mathtext_safe(line)) for line in shown]
     if diverged:
         handles.append(Line2D([], [], color="black", marker="x", ls="none", label="diverged"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
     name = ctx.name(what)
     return SvgBlock(name, caption, svg_text(fig, name))
 
@@ -268,7 +283,7 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
     groups = versus_points(ctx.cells, fs.x, fs.metric, fs.aggregate)
     if not groups:
         return [NoteBlock(caption, f"no run has a value of {fs.metric} yet")]
-    panels = list(dict.fromkeys(line_and_panel(group)[1] for group in groups))
+    panels = list(dict.fromkeys(ctx.split(group)[1] for group in groups))
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
     fig = Figure(figsize=(max(3.2 * cols, 5.0) + 1.0, 2.8 * rows + 0.9), layout="constrained")
@@ -279,7 +294,7 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
     lines: dict[str, None] = {}
     for ax, panel in zip(axes, panels, strict=False):
         for group, points in groups.items():
-            line, at = line_and_panel(group)
+            line, at = ctx.split(group)
             if at == panel:
                 _versus_line(ax, points, order, numeric, ctx.colour(line))
                 lines[line] = None
@@ -293,7 +308,7 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
     if len(lines) > 1 or any(lines):
         handles = [Line2D([], [], color=ctx.colour(line), marker="o", label=mathtext_safe(line or title))
                    for line in lines]
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
     return [SvgBlock(ctx.name(f"versus-{fs.x}"), caption, svg_text(fig, ctx.names[-1]))]
 
 

@@ -132,7 +132,7 @@ def hardware(runs: list[RunData]) -> list[str]:
             lines.append(f"{title}: {', '.join(seen)}")
     missing = sum(not run.row.env for run in runs)
     if missing:
-        lines.append(f"{missing} run{'s' if missing > 1 else ''} without a stored environment (imported)")
+        lines.append(f"{missing} run{'s' if missing > 1 else ''} without a stored environment")
     return lines
 
 

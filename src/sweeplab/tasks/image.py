@@ -2,8 +2,9 @@
 
 The whole training set lives on the training device as uint8; each epoch's order, crops and flips
 are drawn from (seed, epoch) and applied to the batch on the device, so a resumed run is exact and
-no per-sample Python runs in the loop. Every held-out split is evaluated at every evaluation point;
-the first (`valid` if there is one, else `test`) picks the best checkpoint.
+no per-sample Python runs in the loop. `valid` (held out from the training images) is evaluated at
+every evaluation point and picks the best checkpoint; `test` is evaluated once, with that checkpoint,
+so model selection never sees it.
 """
 from __future__ import annotations
 
@@ -55,14 +56,14 @@ class ImageTask(Task):
                 "optim.weight_decay": 5e-4, "train.epochs": 10, "train.batch_size": 128,
                 "train.eval_batch_size": 500, "train.schedule": "cosine", "train.log_every": 50}
     item_name = "images"
+    monitor = "valid/loss"  # every dataset has a `valid` split: carved from the training images if need be
+    eval_splits = ("valid",)
+    final_splits = ("test",)
     data: ImageData
 
     def build(self) -> nn.Module:
         assert isinstance(self.cfg.data, ImageDataConfig)
-        self.data = load_images(self.cfg.data_name, self.cfg.data)
-        self.eval_splits = tuple(self.data.held_out)  # ("valid", "test") or ("test",)
-        self.final_splits = ()  # already evaluated at every epoch
-        self.monitor = f"{self.eval_splits[0]}/loss"
+        self.data = load_images(self.cfg.data_name, self.cfg.data, self.cfg.seed)
         self.train_x = self.data.train.x.to(self.device)
         self.train_y = self.data.train.y.to(self.device)
         self.held_out = {k: ImageSplit(s.x.to(self.device), s.y.to(self.device), s.index, s.names)

@@ -2,7 +2,9 @@
 
 Both models see the same points, start from the same weights and get the same mini-batches in the
 same order (the batches are the task's, a function of (seed, epoch)), so their curves differ only by
-floating-point rounding. The run ends with a decision-boundary figure in the run folder.
+floating-point rounding. `valid` (held out from the training points) is evaluated every
+`train.eval_every` epochs and picks the best epoch; `test` is scored once, with the best weights.
+The run ends with a decision-boundary figure in the run folder.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from sweeplab.store import Metric
 from sweeplab.tasks.base import StepOutput, Task
 
 FIGURE = "decision_boundary"  # .png and .svg in the run folder
-CONVERGED_WITHIN = 0.01  # convergence epoch: first evaluation within 1 point of the best test accuracy
+CONVERGED_WITHIN = 0.01  # convergence epoch: first evaluation within 1 point of the best valid accuracy
 
 
 @TASKS.register("toy2d")
@@ -35,9 +37,9 @@ class Toy2DTask(Task):
     train_config = TrainConfig
     defaults = {"data": "moons", "model": "mlp", "optim": "sgd", "optim.lr": 0.1, "train.epochs": 100,
                 "train.batch_size": 32, "train.keep_checkpoints": "last", "train.log_every": 1000}
-    monitor = "test/loss"
-    eval_splits = ("test",)  # train metrics come from the epoch itself; the split is 80/20 train/test
-    final_splits = ()
+    monitor = "valid/loss"  # model selection on points held out from training, never on the test points
+    eval_splits = ("valid",)  # train metrics come from the epoch itself
+    final_splits = ("test",)
     data: Toy2D
 
     def build(self) -> nn.Module:
@@ -48,8 +50,10 @@ class Toy2DTask(Task):
         if isinstance(model, NumpyMLP):
             self._check_numpy_settings()
             self.device = torch.device("cpu")  # NumPy computes on the host, whatever the device
-        self.splits = {"train": (self.data.x_train.to(self.device), self.data.y_train.to(self.device)),
-                       "test": (self.data.x_test.to(self.device), self.data.y_test.to(self.device))}
+        d = self.data
+        self.splits = {"train": (d.x_train.to(self.device), d.y_train.to(self.device)),
+                       "valid": (d.x_valid.to(self.device), d.y_valid.to(self.device)),
+                       "test": (d.x_test.to(self.device), d.y_test.to(self.device))}
         return model.to(self.device)
 
     def _check_numpy_settings(self) -> None:
@@ -128,7 +132,7 @@ class Toy2DTask(Task):
         return convergence_epoch(metrics)
 
 
-def convergence_epoch(metrics: list[Metric], split: str = "test") -> dict[str, float]:
+def convergence_epoch(metrics: list[Metric], split: str = "valid") -> dict[str, float]:
     """The first evaluated epoch whose accuracy is within CONVERGED_WITHIN of the run's best."""
     acc = [(m.epoch, m.value) for m in metrics if m.split == split and m.name == "acc" and m.value == m.value]
     if not acc:
@@ -140,13 +144,13 @@ def convergence_epoch(metrics: list[Metric], split: str = "test") -> dict[str, f
 
 @torch.no_grad()
 def save_decision_boundary(model: nn.Module, data: Toy2D, stem: Path, title: str, grid: int = 200) -> list[Path]:
-    """The predicted class over the plane (filled), with train points (dots) and test points (crosses)."""
+    """The predicted class over the plane (filled), with train (dots), valid (triangles) and test points (crosses)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = torch.cat([data.x_train, data.x_test]).numpy()
+    points = torch.cat([data.x_train, data.x_valid, data.x_test]).numpy()
     lo, hi = points.min(axis=0) - 0.5, points.max(axis=0) + 0.5
     xs, ys = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
     plane = torch.from_numpy(np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32))  # (grid*grid, 2)
@@ -157,7 +161,8 @@ def save_decision_boundary(model: nn.Module, data: Toy2D, stem: Path, title: str
                 cmap="coolwarm", alpha=0.35, rasterized=True)  # a bitmap inside the SVG: small files
     if data.num_classes == 2:  # the boundary itself: where both classes are equally likely
         ax.contour(xs, ys, probs[:, 1].reshape(xs.shape), levels=[0.5], colors="k", linewidths=1)
-    for x, y, marker, label in ((data.x_train, data.y_train, "o", "train"), (data.x_test, data.y_test, "x", "test")):
+    for x, y, marker, label in ((data.x_train, data.y_train, "o", "train"), (data.x_valid, data.y_valid, "^", "valid"),
+                                (data.x_test, data.y_test, "x", "test")):
         ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", marker=marker, s=12, label=label, vmin=0,
                    vmax=max(data.num_classes - 1, 1), linewidths=1, rasterized=True)
     test_acc = float((model(data.x_test.to(device)).argmax(1).cpu() == data.y_test).float().mean())
