@@ -17,10 +17,10 @@ import tempfile
 
 import torch
 
-from sweeplab.config import resolve
 from sweeplab.engine.bench import INTERVALS, steady_ms_per_batch
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 CONFIGS = {
     "lm lstm 300x1 wikitext2 (batch 20, bptt 35)": ("lm", {"model": "lstm", "model.nlayers": 1, "model.emsize": 300,

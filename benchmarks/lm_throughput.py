@@ -19,11 +19,11 @@ import time
 import torch
 from torch import nn
 
-from sweeplab.config import resolve
 from sweeplab.engine.device import get_device, keep_freed_memory, synchronize
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import TASKS
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 from sweeplab.tasks.lm import repackage_hidden
 
 CONFIGS = {

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeplab.config import resolve
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 THROUGHPUT = {
     "palindrome L20 rnn": ("palindrome", {"model": "rnn", "data.length": 20}),

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.config import resolve
 from sweeplab.data.sequences import (
     AdditionData,
     add_digits,
@@ -24,6 +23,7 @@ from sweeplab.data.sequences import (
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 CPU = torch.device("cpu")
 BIG = st.integers(0, 10**40 - 1)  # up to 40 digits: far past 64-bit integers

@@ -9,7 +9,6 @@ from tests.test_image_data import write_tiny
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.config import resolve
 from sweeplab.data.images import ImageDataConfig, load_images
 from sweeplab.engine import checkpoint
 from sweeplab.engine.compare import Comparison, Side, compare_predictions, parse_ref
@@ -17,6 +16,7 @@ from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
 from sweeplab.models.vision import ImageSpec, MLPConfig, create_image_model
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 runner = CliRunner()
 DIGITS = {"data": "digits", "model": "mlp", "model.hidden": 32, "model.layers": 1, "train.epochs": 2,

@@ -17,10 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.config import resolve
 from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 runner = CliRunner()
 # lr 1, not word_language_model's 20: at 20 this tiny model amplifies float rounding (1e-7 -> 1e-3 in an epoch).

@@ -7,13 +7,14 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from sweeplab.config import TrainConfig, resolve
+from sweeplab.config import TrainConfig
 from sweeplab.engine import checkpoint
 from sweeplab.engine.optim import create_optimizer, list_optimizers
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.schedule import get_lr
 from sweeplab.store import Metric, open_store
 from sweeplab.store.schema import MIGRATIONS
+from sweeplab.tasks import resolve
 
 
 def lr(schedule: str, **kw) -> float:
@@ -60,7 +61,7 @@ def test_checkpoint_load_refuses_pickled_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(checkpoint.UnreadableFile, match="never unpickled"):
         checkpoint.load(path)
 
 

@@ -7,11 +7,12 @@ import pytest
 import yaml
 from tests.sweep_helpers import TINY_BASE, invoke, write_experiment
 
-from sweeplab.config import resolve, run_key
+from sweeplab.config import run_key
 from sweeplab.errors import UserError
 from sweeplab.store import open_store
 from sweeplab.sweep.expand import expand, pick_scale
 from sweeplab.sweep.experiment import load_experiment
+from sweeplab.tasks import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "experiments").glob("*.yaml"))

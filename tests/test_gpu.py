@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweeplab.config import resolve
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 LM = {"data": "text", "model.emsize": 32, "model.nhid": 32, "model.dropout": 0.0, "optim.lr": 1.0,

@@ -9,13 +9,13 @@ from typer.testing import CliRunner
 
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.cli import app
-from sweeplab.config import resolve
 from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
 from sweeplab.models.vision import ImageSpec, create_image_model
 from sweeplab.registry import DATASETS, MODELS
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 runner = CliRunner()
 SPECS = {"cifar": ImageSpec(3, 32, 32, 10), "mnist": ImageSpec(1, 28, 28, 10), "digits": ImageSpec(1, 8, 8, 10),

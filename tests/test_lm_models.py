@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 import sweeplab.tasks  # noqa: F401  (fills the registries)
-from sweeplab.config import resolve
+from sweeplab.errors import UserError
 from sweeplab.models.lm import TransformerModel
 from sweeplab.registry import MODELS
+from sweeplab.tasks import resolve
 
 WT2_VOCAB = 33_278
 
@@ -49,13 +50,30 @@ def test_tied_weights_count_the_shared_matrix_once():
     assert _count(build("lstm", WT2_VOCAB, emsize=300, nhid=300, nlayers=1, tied=True)) == untied - 300 * WT2_VOCAB
 
 
-@pytest.mark.parametrize("nlayers, nhead", [(1, 1), (2, 2), (4, 2), (2, 4)])
-def test_transformer_counts_equal_word_language_model(nlayers, nhead):
-    """word_language_model's TransformerModel: embedding, nn.TransformerEncoder (with its final norm), decoder."""
+# The course LM table's Transformer rows (course report 000, Task B): (nlayers, nhead) -> trainable params.
+COURSE_TRANSFORMERS = [(1, 1, 20_543_078), (2, 2, 21_086_078), (4, 2, 22_172_078), (2, 4, 21_086_078)]
+
+
+@pytest.mark.parametrize("nlayers, nhead, course", COURSE_TRANSFORMERS)
+def test_transformer_counts_equal_the_2021_word_language_model(nlayers, nhead, course):
+    """The 2021 TransformerModel: embedding, nn.TransformerEncoder(layers, nlayers) with no final norm, decoder."""
     layer = nn.TransformerEncoderLayer(300, nhead, 300)
-    encoder = nn.TransformerEncoder(layer, nlayers, norm=nn.LayerNorm(300), enable_nested_tensor=False)
+    encoder = nn.TransformerEncoder(layer, nlayers, enable_nested_tensor=False)
     textbook = _count(nn.Embedding(WT2_VOCAB, 300)) + _count(encoder) + _count(nn.Linear(300, WT2_VOCAB))
-    assert _count(build("transformer", WT2_VOCAB, emsize=300, nhid=300, nlayers=nlayers, nhead=nhead)) == textbook
+    ours = _count(build("transformer", WT2_VOCAB, emsize=300, nhid=300, nlayers=nlayers, nhead=nhead))
+    assert ours == textbook == course
+
+
+@pytest.mark.parametrize("nlayers, nhead, course", COURSE_TRANSFORMERS)
+def test_final_norm_is_todays_word_language_model(nlayers, nhead, course):
+    """Today's TransformerModel subclasses nn.Transformer, whose encoder ends in a LayerNorm: 2 x 300 more."""
+    model = build("transformer", WT2_VOCAB, emsize=300, nhid=300, nlayers=nlayers, nhead=nhead, final_norm=True)
+    assert _count(model) == course + 600
+
+
+def test_final_norm_is_a_transformer_setting_only():
+    with pytest.raises(UserError, match="final_norm"):
+        build("lstm", final_norm=True)
 
 
 @pytest.mark.parametrize("name, rnn", [("lstm", nn.LSTM), ("gru", nn.GRU)])
@@ -76,19 +94,23 @@ def test_rnn_forward_equals_a_hand_built_stack_of_torch_layers(name, rnn):
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_transformer_forward_equals_torch_encoder_with_causal_mask():
+@pytest.mark.parametrize("final_norm", [False, True])
+def test_transformer_forward_equals_torch_encoder_with_causal_mask(final_norm):
     """Oracle: nn.TransformerEncoder (post-norm, ReLU) with a causal mask and our weights copied in."""
     torch.manual_seed(0)
-    model: TransformerModel = build("transformer", 40, emsize=16, nhid=24, nlayers=2, nhead=4).eval()
+    model: TransformerModel = build("transformer", 40, emsize=16, nhid=24, nlayers=2, nhead=4,
+                                    final_norm=final_norm).eval()
     layer = nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0)
-    encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False).eval()
+    norm = nn.LayerNorm(16) if final_norm else None
+    encoder = nn.TransformerEncoder(layer, 2, norm=norm, enable_nested_tensor=False).eval()
     for ours, theirs in zip(model.layers, encoder.layers, strict=True):
         theirs.self_attn.in_proj_weight.data.copy_(ours.self_attn.in_proj.weight)
         theirs.self_attn.in_proj_bias.data.copy_(ours.self_attn.in_proj.bias)
         theirs.self_attn.out_proj.load_state_dict(ours.self_attn.out_proj.state_dict())
         for name in ("linear1", "linear2", "norm1", "norm2"):
             getattr(theirs, name).load_state_dict(getattr(ours, name).state_dict())
-    encoder.norm.load_state_dict(model.norm.state_dict())
+    if final_norm:
+        encoder.norm.load_state_dict(model.norm.state_dict())
     x = torch.randint(40, (11, 3))
     h = model.pos_encoder(model.encoder(x) * 4.0)  # sqrt(16)
     mask = nn.Transformer.generate_square_subsequent_mask(11)

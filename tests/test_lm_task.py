@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from sweeplab.config import resolve, run_key
+from sweeplab.config import run_key
 from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import MODELS
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 TINY = {"data": "text", "model.emsize": 16, "model.nhid": 16, "model.nlayers": 1, "model.dropout": 0.1,
         "train.batch_size": 4, "train.eval_batch_size": 4, "train.bptt": 12, "train.log_every": 5,

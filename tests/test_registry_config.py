@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from sweeplab.config import flatten, parse_overrides, parse_value, resolve, run_key
+from sweeplab.config import flatten, parse_overrides, parse_value, run_key
 from sweeplab.errors import UserError
 from sweeplab.registry import Registry
+from sweeplab.tasks import resolve
 
 
 def test_registry_rejects_duplicates_and_lists_accepted_names():

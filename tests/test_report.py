@@ -14,12 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.config import resolve, run_key
+from sweeplab.config import run_key
 from sweeplab.report.analysis import overfitting_onset
 from sweeplab.report.build import build_experiment, write_report
 from sweeplab.report.spec import load_target
 from sweeplab.store import Metric, Store, open_store
 from sweeplab.sweep.experiment import load_experiment
+from sweeplab.tasks import resolve
 
 SCRIPT_NAME = "<script>alert(1)</script>"
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import sweeplab.tasks  # noqa: F401  (fills the registries)
-from sweeplab.config import resolve
 from sweeplab.models.sequence import HandLSTM, VanillaRNN
 from sweeplab.registry import MODELS
+from sweeplab.tasks import resolve
 
 TASK_MODELS = [(task, name) for task in ("palindrome", "addition") for name in MODELS.names(task)]
 

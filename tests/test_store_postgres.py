@@ -7,9 +7,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from sweeplab.config import resolve
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import open_store
+from sweeplab.tasks import resolve
 
 URL = os.environ.get("SWEEPLAB_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="no PostgreSQL server: set SWEEPLAB_TEST_POSTGRES=postgresql://...")

@@ -37,6 +37,13 @@ class _Group(TyperGroup):
             code = 2
         except typer.Abort:
             code = 130
+        except Exception as exc:
+            from sweeplab.store.db import damaged_store
+
+            if (damage := damaged_store(exc)) is None:
+                raise
+            print(f"error: {damage}", file=sys.stderr)
+            code = 2
         if standalone_mode:
             sys.exit(code)
         return code
@@ -67,11 +74,13 @@ def run(ctx: typer.Context,
         store: str | None = STORE,
         device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
         name: str | None = typer.Option(None, "--name", help="run name (default TASK-MODEL-KEY)"),
+        wait: bool = typer.Option(False, "--wait", help="if another process trains this run, wait for it to end"),
         show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys")) -> None:
     """Train one run of TASK (resumes an interrupted run of the same config)."""
-    from sweeplab.config import parse_overrides, resolve, run_key
+    from sweeplab.config import parse_overrides, run_key
     from sweeplab.engine.runner import RunOptions, execute
     from sweeplab.store import open_store
+    from sweeplab.tasks import resolve
 
     if show_help or task is None:
         if task:
@@ -86,7 +95,7 @@ def run(ctx: typer.Context,
     if dump_config:
         out.print_json(data={**cfg.to_dict(), "key": run_key(cfg)})
         return
-    result = execute(cfg, open_store(store), RunOptions(name=name, dry_run=dry_run, quiet=False))
+    result = execute(cfg, open_store(store), RunOptions(name=name, dry_run=dry_run, quiet=False, wait=wait))
     if as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:

@@ -1,5 +1,8 @@
 """Typed configuration: defaults, then the experiment file, then `key=value` overrides.
 
+A leaf module: sections, RunConfig, run keys and value parsing. Resolution, which needs the registries,
+lives in sweeplab/tasks/resolve.py.
+
 Every component keeps its config class next to itself (a pydantic model with `extra="forbid"`
 and strict types, so an override must keep the default's type). `resolve()` turns a task name
 and layers of dotted keys into a validated `RunConfig`; `run_key()` hashes it.
@@ -13,13 +16,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sweeplab.errors import UserError
-from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
 
 GROUPS = ("data", "model", "optim", "train")
 TOP_LEVEL = ("seed", "device")
+
+
+# How a field enters the run key (see `key_fields`). Most fields are plain: always part of it.
+OUTSIDE_KEY = {"key": "outside"}  # cannot change the numbers (log interval, which checkpoints are kept)
+NEUTRAL = {"key": "neutral"}  # added after runs were stored, with a default that behaves as before: at that
+#                               default the key leaves it out, so runs stored before it existed are still found.
+#                               A neutral field's default must never change.
 
 
 class Section(BaseModel):
@@ -46,9 +55,11 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision")
     compile: bool = Field(False, description="torch.compile the model")
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (steps for step-based tasks)")
-    log_every: int = Field(200, ge=1, description="log every N training batches")
-    keep_checkpoints: Literal["all", "best", "last"] = Field("all", description="which checkpoints to keep")
-    nproc: int = Field(1, ge=1, description="processes training the run together (DDP): GPUs with device=cuda")
+    log_every: int = Field(200, ge=1, description="log every N training batches", json_schema_extra=OUTSIDE_KEY)
+    keep_checkpoints: Literal["all", "best", "last"] = Field("all", description="which checkpoints to keep",
+                                                             json_schema_extra=OUTSIDE_KEY)
+    nproc: int = Field(1, ge=1, description="processes training the run together (DDP): GPUs with device=cuda",
+                       json_schema_extra=NEUTRAL)
 
 
 class DataConfig(Section):
@@ -85,6 +96,11 @@ class RunConfig:
             "train": self.train.model_dump(),
         }
 
+    def sections(self) -> list[tuple[str, str | None, Section]]:
+        """(group, component name, settings) of each config group."""
+        return [("data", self.data_name, self.data), ("model", self.model_name, self.model),
+                ("optim", self.optim_name, self.optim), ("train", None, self.train)]
+
 
 
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +112,31 @@ def flatten(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def key_fields(cfg: RunConfig) -> dict[str, Any]:
+    """What a run's key covers: every setting that can change its numbers, as dotted keys.
+
+    Settings that cannot (OUTSIDE_KEY) are left out, and so is a NEUTRAL field at its default. The device
+    counts by its type: `cuda:1` trains the same run as `cuda` (`auto` is resolved before this)."""
+    flat: dict[str, Any] = {"task": cfg.task, "seed": cfg.seed, "device": cfg.device.split(":")[0]}
+    for group, name, section in cfg.sections():
+        if name is not None:
+            flat[group] = name
+        for field_name, info in type(section).model_fields.items():
+            value = getattr(section, field_name)
+            role = (info.json_schema_extra or {}).get("key")
+            if role == "outside" or (role == "neutral" and value == info.default):
+                continue
+            flat[f"{group}.{field_name}"] = value
+    return flat
+
+
+def hash_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def run_key(cfg: RunConfig) -> str:
-    """Same resolved config (seed included) -> same key, so nothing is trained twice."""
-    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """Same experiment (seed included) -> same key, so nothing is trained twice."""
+    return hash_key(key_fields(cfg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,91 +171,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise UserError(f"override {pair!r} is not KEY=VALUE (e.g. model.nlayers=2)")
         out[key.strip()] = parse_value(value)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolution
-
-def resolve(task_name: str, *layers: dict[str, Any]) -> RunConfig:
-    """Task defaults, then each layer in order (experiment file, overrides); validated."""
-    import sweeplab.tasks  # noqa: F401 - fills the registries
-
-    task = TASKS.get(task_name, key="task").obj
-    merged: dict[str, Any] = {"seed": 1111, "device": "auto", **task.defaults}
-    for layer in layers:
-        merged.update(layer)
-    _check_keys(merged)
-    names = {g: merged.get(g) for g in ("data", "model", "optim")}
-    for group, name in names.items():
-        if not isinstance(name, str):
-            raise UserError(f"{group}: expected a name, got {name!r}")
-    data = DATASETS.get(names["data"], group=task_name, key="data")
-    model = MODELS.get(names["model"], group=task_name, key="model")
-    OPTIMIZERS.get(names["optim"], key="optim")
-    return RunConfig(
-        task=task_name,
-        seed=_typed(merged, "seed", int),
-        device=_device(merged["device"]),
-        data_name=names["data"],
-        model_name=names["model"],
-        optim_name=names["optim"],
-        data=_section(data.config or DataConfig, "data", merged),
-        model=_section(model.config or ModelConfig, "model", merged),
-        optim=_section(OptimConfig, "optim", merged),
-        train=_section(task.train_config, "train", merged),
-    )
-
-
-def _check_keys(merged: dict[str, Any]) -> None:
-    for key in merged:
-        group = key.split(".", 1)[0]
-        if key in TOP_LEVEL or key in GROUPS[:3] or ("." in key and group in GROUPS):
-            continue
-        accepted = ", ".join([*TOP_LEVEL, "data=NAME", "model=NAME", "optim=NAME", "data.*", "model.*", "optim.*", "train.*"])
-        raise UserError(f"unknown key {key!r}; accepted: {accepted}")
-
-
-def _typed(merged: dict[str, Any], key: str, kind: type) -> Any:
-    value = merged[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise UserError(f"{key}: expected {kind.__name__}, got {value!r}")
-    return value
-
-
-def _device(value: Any) -> str:
-    if value not in ("auto", "cpu", "cuda") and not (isinstance(value, str) and value.startswith("cuda:")):
-        raise UserError(f"device: {value!r} is not accepted; accepted: auto, cpu, cuda, cuda:N")
-    return value
-
-
-def _section(cls: type[Section], group: str, merged: dict[str, Any]) -> Any:
-    prefix = group + "."
-    fields = {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
-    try:
-        return cls(**fields)
-    except ValidationError as exc:
-        raise UserError(_explain(exc, group, cls)) from None
-
-
-_TYPE_WORDS = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false", "string_type": "a string"}
-
-
-def _explain(exc: ValidationError, group: str, cls: type[Section]) -> str:
-    """One line from pydantic's first error: the key, what was given, what is accepted."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    key = f"{group}.{loc}" if loc else group
-    given = err.get("input")
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return f"unknown key {key!r}; accepted: " + ", ".join(f"{group}.{f}" for f in cls.model_fields)
-    if kind == "literal_error":
-        return f"{key}: {given!r} is not accepted; accepted: {err['ctx']['expected']}"
-    if kind in _TYPE_WORDS:
-        return f"{key}: expected {_TYPE_WORDS[kind]}, got {given!r}"
-    if kind == "value_error":
-        return f"{key}: {err['ctx']['error']}" if loc else f"invalid {group} settings: {err['ctx']['error']}"
-    return f"{key}: {err['msg'].lower()}, got {given!r}"
 
 
 def describe(cls: type[Section], group: str) -> list[tuple[str, str, str]]:

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from sweeplab.config import resolve, run_key
+from sweeplab.config import run_key
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import Store
+from sweeplab.tasks import resolve
 
 INTERVALS = 5  # log intervals per bench run: the first is warm-up, the median of the others is reported
 

@@ -16,12 +16,13 @@ from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
-from sweeplab.config import flatten, resolve
+from sweeplab.config import flatten
 from sweeplab.engine import checkpoint
 from sweeplab.engine.device import get_device
 from sweeplab.errors import UserError
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
+from sweeplab.tasks import resolve
 
 COMPARABLE_TASKS = ("image", "toy2d")  # tasks whose runs can `predict` a labelled split
 

@@ -191,9 +191,10 @@ def _free_port() -> int:
 
 def _rank_main() -> int:
     """One rank: rebuild the config, run it, and leave the outcome where `launch` reads it."""
-    from sweeplab.config import flatten, resolve
+    from sweeplab.config import flatten
     from sweeplab.engine.runner import RunOptions, execute
     from sweeplab.store import open_store
+    from sweeplab.tasks import resolve
 
     job = json.load(sys.stdin)
     if os.environ["RANK"] != "0":

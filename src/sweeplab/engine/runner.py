@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sweeplab.config import RunConfig, run_key
-from sweeplab.engine import checkpoint, distributed
+from sweeplab.engine import distributed
 from sweeplab.engine.device import device_name, get_device, keep_freed_memory
 from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import say
@@ -26,7 +26,7 @@ from sweeplab.engine.trainer import Trainer
 from sweeplab.errors import Diverged, UserError
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
-from sweeplab.store.db import FINAL_STATUSES, redact
+from sweeplab.store.db import FINAL_STATUSES, LeaseLost, lease_seconds, new_owner, redact
 
 
 @dataclass
@@ -63,6 +63,14 @@ class RunOptions:
     cell: str | None = None
     note: str | None = None
     quiet: bool = False
+    wait: bool = False  # a run another live process trains: wait for it to end instead of refusing
+
+
+class RunHeld(UserError):
+    """The run is being trained by another live process: it is never trained by two at once."""
+
+
+WAIT_POLL_S = 2.0  # how often `--wait` looks at a held run
 
 
 def seed_everything(seed: int) -> None:
@@ -100,27 +108,52 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
     if done:
         return stored_result(store, store.get_run(run_id))
     run_dir = store.run_dir(run_id)
-    trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet, dist=dist)
-    resume_from(trainer, store, run_id)
-    result.run_id = run_id
-    result.status = _train(trainer, task, store, run_id, opts.quiet)
+    try:
+        trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet, dist=dist)
+        resume_from(trainer, store, run_id)
+        result.run_id = run_id
+        result.status = _train(trainer, task, store, run_id, opts.quiet)
+    except BaseException as exc:
+        if store.holds(run_id):  # failed before training could record it: the claim must not outlive us
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            store.release(run_id, status=status, error=f"{type(exc).__name__}: {exc}", ended_at=time.time())
+        raise
     result.metrics = store.summary(run_id)
     result.ms_per_batch = result.metrics.get("train/ms_per_batch")
     return result
 
 
 def _open_run(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.device, dist: Dist) -> tuple[str, bool]:
-    """The run's row, created or taken over for resuming; (run_id, True) when it must not train again."""
-    existing = store.find_by_key(run_key(cfg))
-    if _done(existing, opts):
-        return existing.id, True
-    env = environment(device, dist)
-    if existing:
-        store.update_run(existing.id, status="running", error=None, env=env, sweep=opts.sweep or existing.sweep,
-                         cell=opts.cell or existing.cell, note=opts.note or existing.note)
-        return existing.id, False
-    return store.create_run(key=run_key(cfg), name=opts.name or default_name(cfg), task=cfg.task, config=cfg.to_dict(),
-                            env=env, sweep=opts.sweep, cell=opts.cell, note=opts.note), False
+    """Claim the run's row for this process, new or to resume; (run_id, True) when it must not train again.
+
+    The claim is atomic: a new row is inserted already owned (its key is UNIQUE), an existing one is taken by
+    compare-and-set, so of two processes asking at once exactly one trains. A run held by a live owner is
+    refused (RunHeld) or, with `wait`, waited for; one whose owner died is taken over."""
+    key, owner, env = run_key(cfg), new_owner(), environment(device, dist)
+    while True:
+        row = store.find_by_key(key)
+        if row is None:
+            run_id = store.create_run(key=key, name=opts.name or default_name(cfg), task=cfg.task, config=cfg.to_dict(),
+                                      env=env, sweep=opts.sweep, cell=opts.cell, note=opts.note, owner=owner)
+            if run_id:
+                return run_id, False
+            continue  # another process inserted it first: look again
+        if _done(row, opts):
+            return row.id, True
+        holder = store.holder(row)
+        if holder is None:
+            if store.take_over(row, owner, error=None, env=env, ended_at=None, sweep=opts.sweep or row.sweep,
+                               cell=opts.cell or row.cell, note=opts.note or row.note):
+                if row.status == "running":
+                    say(f"run {row.id}: its owner ({row.owner}) is gone; taking it over", opts.quiet)
+                return row.id, False
+            continue  # another process took it first
+        if not opts.wait:
+            raise RunHeld(f"run {row.id} ({row.name}) is being trained by {holder}; one run is trained by one "
+                          f"process: --wait waits for it to end (an owner that dies is taken over "
+                          f"{lease_seconds():.0f} s after its last heartbeat)")
+        say(f"run {row.id} is being trained by {holder}: waiting", opts.quiet)
+        time.sleep(WAIT_POLL_S)
 
 
 def _done(row: RunRow | None, opts: RunOptions) -> bool:
@@ -136,6 +169,8 @@ def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
     existing = store.find_by_key(run_key(cfg))
     if _done(existing, opts):
         return stored_result(store, existing)
+    if existing and (holder := store.holder(existing)) and not opts.wait:
+        raise RunHeld(f"run {existing.id} ({existing.name}) is being trained by {holder}; --wait waits for it to end")
     interrupted = False
     try:
         with _sigterm_as_interrupt():
@@ -151,19 +186,20 @@ def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
         raise RuntimeError("the DDP ranks ended without creating the run")
     if row.status == "running":  # rank 0 was stopped before it could say so
         store.update_run(row.id, status="interrupted" if interrupted else "failed", ended_at=time.time(),
-                         error="DDP ranks stopped")
+                         error="DDP ranks stopped", owner=None)
         row = store.get_run(row.id)
     return stored_result(store, row)
 
 
 def resume_from(trainer: Trainer, store: Store, run_id: str) -> None:
-    epochs = checkpoint.list_epochs(trainer.run_dir)
-    last = epochs[-1] if epochs else 0
+    """Continue after the newest checkpoint that loads (0: from scratch). The stored rows after that epoch
+    are dropped, so a resumed run neither loses nor repeats any; the rest seed the summary's values."""
+    epoch = trainer.restore_latest()
     if trainer.dist.is_main:
-        store.delete_metrics_after(run_id, last)  # rows of the epoch that did not complete
-    if last:
-        trainer.restore(last)
-        say(f"resuming run {run_id} after epoch {last}", trainer.quiet)
+        store.delete_metrics_after(run_id, epoch)
+        trainer.recorder.seed(store.metrics(run_id))
+    if epoch:
+        say(f"resuming run {run_id} after epoch {epoch}", trainer.quiet)
 
 
 def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) -> str:
@@ -182,9 +218,11 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
     except KeyboardInterrupt:
         status, error, extra = "interrupted", f"interrupted after epoch {trainer.state.epoch}", {}
         say(f"| interrupted | resumable from epoch {trainer.state.epoch}", quiet)
+    except LeaseLost:
+        raise  # another process trains the run now: write nothing more
     except BaseException as exc:
-        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}", ended_at=time.time(),
-                         epoch=trainer.state.epoch, step=trainer.state.step)
+        store.release(run_id, status="failed", error=f"{type(exc).__name__}: {exc}", ended_at=time.time(),
+                      epoch=trainer.state.epoch, step=trainer.state.step)
         raise
     finally:
         trainer.recorder.close()
@@ -193,8 +231,8 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
     if trainer.state.best_epoch:
         summary["best_epoch"] = trainer.state.best_epoch
     store.set_summary(run_id, {k: float(v) for k, v in summary.items()})
-    store.update_run(run_id, status=status, error=error, ended_at=time.time(), epoch=trainer.state.epoch,
-                     step=trainer.state.step)
+    store.release(run_id, status=status, error=error, ended_at=time.time(), epoch=trainer.state.epoch,
+                  step=trainer.state.step)
     return status
 
 

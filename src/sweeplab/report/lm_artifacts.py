@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sweeplab.config import RunConfig, flatten, resolve
+from sweeplab.config import RunConfig, flatten
 from sweeplab.data.text import Dictionary
 from sweeplab.engine import checkpoint
 from sweeplab.errors import UserError
 from sweeplab.registry import MODELS
 from sweeplab.store import RunRow, Store
+from sweeplab.tasks import resolve
 
 VOCAB_FILE = "vocab.txt"
 SAMPLE_FILE = "generated.txt"

@@ -1,9 +1,18 @@
-"""Store: a thin layer over SQLAlchemy Core. Safe for concurrent writers (WAL, busy timeout)."""
+"""Store: a thin layer over SQLAlchemy Core, safe for many processes on many machines.
+
+One run per config key (a UNIQUE index), claimed atomically and held under a lease: the owner's
+heartbeat keeps it, and every row the owner writes is fenced by it, so a process that lost its run
+to another (it stalled past the lease, its machine went away) can never write into it again.
+SQLite runs in WAL mode with a busy timeout; PostgreSQL serialises migrations with an advisory lock.
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
+import platform
+import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -17,6 +26,16 @@ from sweeplab.errors import UserError
 from sweeplab.store.schema import MIGRATIONS, metrics, runs, schema_version, summaries, sweeps
 
 FINAL_STATUSES = ("finished", "diverged", "imported")
+DEFAULT_LEASE_S = 60.0  # a `running` run whose owner has not been heard of for this long may be taken over
+_MIGRATION_LOCK = 0x5377_6C62  # PostgreSQL advisory lock id serialising migrations ("Swlb")
+
+
+def lease_seconds() -> float:
+    return float(os.environ.get("SWEEPLAB_LEASE_S") or DEFAULT_LEASE_S)
+
+
+class LeaseLost(UserError):
+    """This process no longer holds its run: another took it over after the lease ran out."""
 
 
 def default_store_url() -> str:
@@ -41,6 +60,9 @@ class RunRow:
     env: dict[str, Any]
     error: str | None
     note: str | None
+    owner: str | None = None  # "host pid token" of the process training it, while `running`
+    heartbeat_at: float | None = None  # the owner's last sign of life, in the store's clock
+    artifacts: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> RunRow:
@@ -66,28 +88,48 @@ class Metric:
 class Store:
     def __init__(self, url: str):
         self.url = url
+        self._leases: dict[str, str] = {}  # run id -> owner, for the runs this process holds
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
-            path.parent.mkdir(parents=True, exist_ok=True)
             self.root = path.parent
+            _check_sqlite_path(path, url)
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        elif url.startswith(("postgresql://", "postgresql+")):
+        elif url.startswith(("postgresql://", "postgresql+psycopg://")):
             self.root = Path(os.environ.get("SWEEPLAB_ARTIFACTS", "runs"))
             driver_url = url.replace("postgresql://", "postgresql+psycopg://", 1)  # psycopg 3, not psycopg2
-            self.engine = sa.create_engine(driver_url, pool_pre_ping=True)
+            try:
+                self.engine = sa.create_engine(driver_url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            except (sa.exc.ArgumentError, ValueError) as exc:  # e.g. a port that is not a number
+                raise UserError(f"--store {redact(url)}: not a valid PostgreSQL URL ({_first_line(exc)}); "
+                                "expected postgresql://USER:PASSWORD@HOST:PORT/DB") from None
+            except ModuleNotFoundError:
+                raise UserError(f"--store {redact(url)}: the PostgreSQL driver is not installed; "
+                                "pip install 'sweeplab[postgres]'") from None
         else:
-            raise UserError(f"--store: {redact(url)!r} is not accepted; accepted: sqlite:///PATH, postgresql://...")
-        self._migrate()
+            raise UserError(f"--store {redact(url)}: not a store URL sweeplab reads; expected sqlite:///PATH or "
+                            "postgresql://USER:PASSWORD@HOST/DB (the psycopg driver)")
+        try:
+            self._migrate()
+        except sa.exc.SQLAlchemyError as exc:
+            raise UserError(_open_error(url, exc)) from None
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
+        """Create or upgrade the schema exactly once, however many processes open a fresh store at once:
+        the version check and the migrations run under one lock (SQLite's write lock taken up front,
+        a PostgreSQL advisory lock)."""
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
             for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
                 migration(conn)
                 conn.execute(schema_version.insert().values(version=version))
+            conn.commit()
 
     def version(self) -> int:
         with self.engine.connect() as conn:
@@ -95,26 +137,132 @@ class Store:
 
     # -- runs -----------------------------------------------------------------------------
     def create_run(self, *, key: str, name: str, task: str, config: dict, env: dict, status: str = "running",
-                   sweep: str | None = None, cell: str | None = None, note: str | None = None) -> str:
+                   sweep: str | None = None, cell: str | None = None, note: str | None = None,
+                   owner: str | None = None) -> str | None:
+        """A new run row; None if a run with this key exists (the key is UNIQUE). With `owner`, the new
+        run is claimed by it in the same statement: nobody can see it unowned."""
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
-        with self.engine.begin() as conn:
-            conn.execute(runs.insert().values(
-                id=run_id, key=key, name=name, task=task, config=json.dumps(config), status=status,
-                sweep=sweep, cell=cell, epoch=0, step=0, created_at=now, started_at=now,
-                env=json.dumps(env), note=note))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(runs.insert().values(
+                    id=run_id, key=key, name=name, task=task, config=json.dumps(config), status=status,
+                    sweep=sweep, cell=cell, epoch=0, step=0, created_at=now, started_at=now,
+                    env=json.dumps(env), note=note, owner=owner, heartbeat_at=self._now_sql() if owner else None))
+        except sa.exc.IntegrityError:
+            return None
+        if owner:
+            self._hold(run_id, owner)
         return run_id
 
     def update_run(self, run_id: str, **values: Any) -> None:
+        """Change a run's row. While this process holds the run, the change is fenced by its lease; setting
+        `owner=None` releases it."""
         if "env" in values:
             values["env"] = json.dumps(values["env"])
+        query = runs.update().where(runs.c.id == run_id)
+        owner = self._leases.get(run_id)
+        if owner:
+            query = query.where(runs.c.owner == owner)
         with self.engine.begin() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            fenced_out = not conn.execute(query.values(**values)).rowcount and bool(owner)
+        if fenced_out:
+            self._lost(run_id)
+        if owner and "owner" in values and values["owner"] is None:
+            self._leases.pop(run_id, None)
+            _ACTIVE_OWNERS.discard(owner)
+
+    # -- claims and leases ------------------------------------------------------------------
+    def holds(self, run_id: str) -> bool:
+        return run_id in self._leases
+
+    def release(self, run_id: str, **values: Any) -> None:
+        """The run's last change by its owner (its end status), and the end of the lease."""
+        self.update_run(run_id, owner=None, **values)
+
+    def holder(self, row: RunRow) -> str | None:
+        """Who trains `row` now, in words, or None when nobody does: it is not `running`, or its owner
+        stopped sending heartbeats a lease ago, or its owner is a process of this machine that is gone."""
+        if row.status != "running" or not row.owner:
+            return None
+        host, pid, _ = _parse_owner(row.owner)
+        if host == platform.node() and not _process_alive(pid, row.owner):
+            return None
+        age = self._now() - (row.heartbeat_at or 0.0)
+        if age >= lease_seconds():
+            return None
+        return f"process {pid} on {host}, since {time.strftime('%H:%M:%S', time.localtime(row.started_at or 0))} " \
+               f"(last heartbeat {age:.0f} s ago)"
+
+    def take_over(self, row: RunRow, owner: str, **values: Any) -> bool:
+        """Claim `row` for `owner` if nobody else has since it was read and nobody live holds it.
+        Compare-and-set on (status, owner, heartbeat): of two processes racing, exactly one wins."""
+        if self.holder(row) is not None:
+            return False
+        if "env" in values:
+            values["env"] = json.dumps(values["env"])
+        query = runs.update().where(runs.c.id == row.id, runs.c.status == row.status,
+                                    _same(runs.c.owner, row.owner), _same(runs.c.heartbeat_at, row.heartbeat_at))
+        with self.engine.begin() as conn:
+            won = conn.execute(query.values(status="running", owner=owner, heartbeat_at=self._now_sql(),
+                                            **values)).rowcount == 1
+        if won:
+            self._hold(row.id, owner)
+        return won
+
+    def heartbeat(self, run_id: str) -> bool:
+        """Refresh this process's lease on `run_id`; False if another process has taken the run over."""
+        owner = self._leases.get(run_id)
+        if owner is None:
+            return False
+        with self.engine.begin() as conn:
+            return self._fence(conn, run_id, owner)
+
+    def _hold(self, run_id: str, owner: str) -> None:
+        self._leases[run_id] = owner
+        _ACTIVE_OWNERS.add(owner)
+        threading.Thread(target=self._beat, args=(run_id, owner), daemon=True, name=f"heartbeat-{run_id}").start()
+
+    def _beat(self, run_id: str, owner: str) -> None:
+        """Background heartbeat: the lease stays fresh through long evaluations and epochs without logging."""
+        interval = lease_seconds() / 4
+        while True:
+            time.sleep(interval)
+            if self._leases.get(run_id) != owner:
+                return
+            try:
+                if not self.heartbeat(run_id):
+                    return
+            except sa.exc.SQLAlchemyError:  # a store hiccup: the next beat or fenced write tries again
+                continue
+
+    def _fence(self, conn: sa.Connection, run_id: str, owner: str) -> bool:
+        return conn.execute(runs.update().where(runs.c.id == run_id, runs.c.owner == owner)
+                            .values(heartbeat_at=self._now_sql())).rowcount == 1
+
+    def _lost(self, run_id: str) -> None:
+        _ACTIVE_OWNERS.discard(self._leases.pop(run_id, ""))
+        row = self.get_run(run_id)
+        raise LeaseLost(f"run {run_id} ({row.name}) was taken over by another process ({row.owner}) after this one "
+                        f"missed its lease ({lease_seconds():.0f} s); this process stopped writing to it")
+
+    def _now_sql(self) -> Any:
+        """The store's clock, so that leases mean the same on every machine: PostgreSQL's, or this
+        machine's for a SQLite file (which only this machine writes)."""
+        if self.engine.dialect.name == "sqlite":
+            return time.time()
+        return sa.func.extract("epoch", sa.func.clock_timestamp())
+
+    def _now(self) -> float:
+        if self.engine.dialect.name == "sqlite":
+            return time.time()
+        with self.engine.connect() as conn:
+            return float(conn.execute(sa.select(self._now_sql())).scalar())
 
     def find_by_key(self, key: str) -> RunRow | None:
-        """The most recent run with this config key."""
+        """The run with this config key (there is at most one)."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.key == key).order_by(runs.c.created_at.desc())).first()
+            row = conn.execute(sa.select(runs).where(runs.c.key == key)).first()
         return RunRow.from_row(row) if row else None
 
     def get_run(self, ref: str) -> RunRow:
@@ -141,11 +289,11 @@ class Store:
 
     # -- metrics and summaries --------------------------------------------------------------
     def log_metrics(self, run_id: str, rows: Iterable[Metric]) -> None:
+        """Append metric rows; for a run this process holds, in one transaction with its lease check."""
         values = [dict(run_id=run_id, step=m.step, epoch=m.epoch, split=m.split, name=m.name,
                        value=m.value if math.isfinite(m.value) else None) for m in rows]
         if values:
-            with self.engine.begin() as conn:
-                conn.execute(metrics.insert(), values)
+            self._write(run_id, lambda conn: conn.execute(metrics.insert(), values))
 
     def metrics(self, run_id: str) -> list[Metric]:
         query = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.id)
@@ -155,15 +303,29 @@ class Store:
 
     def delete_metrics_after(self, run_id: str, epoch: int) -> None:
         """Drop rows of epochs that did not complete, so a resumed run neither loses nor repeats any."""
-        with self.engine.begin() as conn:
-            conn.execute(metrics.delete().where(metrics.c.run_id == run_id, metrics.c.epoch > epoch))
+        self._write(run_id, lambda conn: conn.execute(
+            metrics.delete().where(metrics.c.run_id == run_id, metrics.c.epoch > epoch)))
 
     def set_summary(self, run_id: str, values: dict[str, float]) -> None:
         rows = [dict(run_id=run_id, name=k, value=v if math.isfinite(v) else None) for k, v in values.items()]
-        with self.engine.begin() as conn:
+
+        def replace(conn: sa.Connection) -> None:
             conn.execute(summaries.delete().where(summaries.c.run_id == run_id))
             if rows:
                 conn.execute(summaries.insert(), rows)
+
+        self._write(run_id, replace)
+
+    def _write(self, run_id: str, write: Any) -> None:
+        """One transaction; fenced by this process's lease when it holds the run (the lease check and the
+        write commit together, so a run taken over never receives a row from its former owner)."""
+        owner = self._leases.get(run_id)
+        with self.engine.begin() as conn:
+            fenced_out = bool(owner) and not self._fence(conn, run_id, owner)
+            if not fenced_out:
+                write(conn)
+        if fenced_out:
+            self._lost(run_id)
 
     def summary(self, run_id: str) -> dict[str, float]:
         with self.engine.connect() as conn:
@@ -213,10 +375,84 @@ def _sweep_dict(row: Any) -> dict[str, Any]:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA busy_timeout=60000")  # first: switching to WAL waits for other openers too
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _check_sqlite_path(path: Path, url: str) -> None:
+    """A SQLite store is a file in a folder this process can write (its WAL files live beside it)."""
+    where = f"--store {url}"
+    if path.is_dir():
+        raise UserError(f"{where}: {path} is a folder; expected a SQLite file path, e.g. sqlite:///{path}/sweeplab.sqlite")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{where}: cannot create the folder {path.parent}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise UserError(f"{where}: {path} is not writable by this user; expected a SQLite file in a writable folder")
+
+
+def _open_error(url: str, exc: Exception) -> str:
+    """One line for a store that cannot be opened: which store (no password), and what was expected."""
+    where = f"--store {redact(url)}"
+    cause = getattr(exc, "orig", exc)
+    if isinstance(cause, sqlite3.OperationalError):
+        return f"{where}: {_first_line(cause)}; expected a SQLite file in a folder this user can write"
+    if isinstance(cause, sqlite3.DatabaseError):
+        return f"{where}: {_first_line(cause)}; expected a SQLite database made by sweeplab (or a new file path)"
+    if isinstance(exc, sa.exc.OperationalError):
+        return f"{where}: cannot connect ({_first_line(cause)}); expected a reachable PostgreSQL server"
+    return f"{where}: {_first_line(cause)}; expected a sweeplab store"
+
+
+def damaged_store(exc: BaseException) -> str | None:
+    """One line for a SQLite store found damaged after it opened (a page read mid-command), else None."""
+    cause = getattr(exc, "orig", None)
+    if isinstance(exc, sa.exc.DatabaseError) and isinstance(cause, sqlite3.DatabaseError) and \
+            any(word in str(cause) for word in ("malformed", "not a database")):
+        return f"the SQLite store is damaged ({_first_line(cause)}); expected a SQLite database made by sweeplab " \
+               "(restore it from a backup, or point --store at another file)"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- owners ------------------------------------------------------------------------------------
+_ACTIVE_OWNERS: set[str] = set()  # owner ids claimed by this process (a finished claim stays in, harmlessly)
+
+
+def new_owner() -> str:
+    """An owner id: this machine, this process, and a token telling this claim from the process's others."""
+    return f"{platform.node()} {os.getpid()} {uuid.uuid4().hex[:8]}"
+
+
+def _parse_owner(owner: str) -> tuple[str, int, str]:
+    host, pid, token = (owner.split(" ") + ["", ""])[:3]
+    return host, int(pid) if pid.isdigit() else -1, token
+
+
+def _process_alive(pid: int, owner: str) -> bool:
+    """Whether the owning process of this machine still runs. This process: only if the claim is its own."""
+    if pid == os.getpid():
+        return owner in _ACTIVE_OWNERS
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _same(column: sa.Column, value: Any) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 def redact(url: str) -> str:

@@ -118,7 +118,7 @@ class LocalPool:
         error = f"worker process died ({how}) while training this cell"
         row = self.store.find_by_key(_key(job))
         run_id = row.id if row else None
-        if row is None or row.status == "running":
+        if row is None or (row.status == "running" and self.store.holder(row) is None):  # not taken over since
             run_id = record_failure(self.store, job, error)
         return Outcome(job.index, "failed", run_id, error, 0.0)
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sweeplab.config import RunConfig, flatten, resolve, run_key
+from sweeplab.config import RunConfig, flatten, run_key
 from sweeplab.errors import UserError
 from sweeplab.registry import TASKS
 from sweeplab.sweep.experiment import Experiment
+from sweeplab.tasks import resolve
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeplab.config import resolve
 from sweeplab.errors import UserError
 from sweeplab.registry import TASKS as TASKS_REGISTRY
 from sweeplab.store import Metric, RunRow, Store
+from sweeplab.tasks import resolve
 
 TASKS = ("lm", "image")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"

@@ -8,7 +8,6 @@ interrupted or orphaned `running` key continues from its last checkpoint, a fail
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +153,7 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
     jobs, skipped = [], []
     for index, cell in enumerate(cells):
         row = store.find_by_key(cell.key)
-        reason = _skip_reason(row, opts.retry_failed)
+        reason = _skip_reason(store, row, opts.retry_failed)
         if row and row.sweep in (None, experiment.name) and (row.sweep, row.cell) != (experiment.name, cell.label):
             store.update_run(row.id, sweep=experiment.name, cell=cell.label)  # adopt a matching standalone run
         if reason:
@@ -164,7 +163,7 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
                             cell.label, cell.note, opts.retry_failed))
     _say_start(board, experiment, scale, jobs, opts, threads, store)
     for index, row, reason in skipped:
-        board.skipped(index, row.status, row.id, reason if row.status == "failed" else None)
+        board.skipped(index, row.status, row.id, reason if row.status not in FINAL_STATUSES else None)
     with board:
         if opts.executor == "ray":
             outcomes = run_ray(jobs, store, board)
@@ -175,31 +174,16 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
     return SweepResult(experiment.name, cells, [s.status for s in board.states], outcomes, plan, user_errors)
 
 
-def _skip_reason(row: RunRow | None, retry_failed: bool) -> str | None:
+def _skip_reason(store: Store, row: RunRow | None, retry_failed: bool) -> str | None:
     if row is None:
         return None
     if row.status in FINAL_STATUSES:
         return row.status
     if row.status == "failed" and not retry_failed:
         return f"failed before: {row.error or 'no reason stored'} (--retry-failed runs it again)"
-    if row.status == "running" and _alive_elsewhere(row):
-        return f"running in process {row.env.get('pid')} on this machine"
+    if holder := store.holder(row):  # another sweep or `run` trains it now; a dead owner's run resumes here
+        return f"being trained by {holder}"
     return None
-
-
-def _alive_elsewhere(row: RunRow) -> bool:
-    """A `running` row whose process is alive on this machine belongs to another sweep: leave it alone.
-    A `running` row whose process is gone was killed mid-run: it resumes from its checkpoint."""
-    pid, host = row.env.get("pid"), row.env.get("host")
-    if not isinstance(pid, int) or host != platform.node() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _say_start(board: Board, experiment: Experiment, scale: str | None, jobs: list[Job], opts: SweepOptions,

@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 from sweeplab.config import RunConfig, run_key
 from sweeplab.errors import UserError
 from sweeplab.store import Store, open_store
+from sweeplab.store.db import LeaseLost
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Outcome:
 
 def run_job(job: Job, store: Store) -> Outcome:
     """Train one cell. Errors end the cell (status failed, reason stored), never the worker."""
-    from sweeplab.engine.runner import RunOptions, execute
+    from sweeplab.engine.runner import RunHeld, RunOptions, execute
 
     start = time.perf_counter()
     opts = RunOptions(name=job.name, retry_failed=job.retry_failed, sweep=job.sweep, cell=job.cell, note=job.note,
@@ -50,6 +51,9 @@ def run_job(job: Job, store: Store) -> Outcome:
     try:
         result = execute(job.cfg, store, opts)
         return ended(result.status, result.run_id, None, time.perf_counter() - start)
+    except (RunHeld, LeaseLost) as exc:  # another process trains it: its run, not this cell's failure
+        row = store.find_by_key(run_key(job.cfg))
+        return ended("running", row.id if row else None, str(exc), time.perf_counter() - start)
     except UserError as exc:  # e.g. a dataset that is not there: stored, so the report can say why the cell is empty
         run_id = record_failure(store, job, str(exc), user_error=True)
         return ended("failed", run_id, str(exc), time.perf_counter() - start, user_error=True)
@@ -72,7 +76,7 @@ def record_failure(store: Store, job: Job, error: str, trace: str | None = None,
                                   cell=job.cell, note=job.note)
     else:
         run_id = row.id
-    store.update_run(run_id, status="failed", error=error, ended_at=time.time(), env=env)
+    store.update_run(run_id, status="failed", error=error, ended_at=time.time(), env=env, owner=None)
     if trace:
         run_dir = store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,3 +6,6 @@ from sweeplab.tasks import (
     palindrome,  # noqa: F401
     toy2d,  # noqa: F401
 )
+from sweeplab.tasks.resolve import resolve  # noqa: E402 - after the tasks, whose registries it reads
+
+__all__ = ["resolve"]

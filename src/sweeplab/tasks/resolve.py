@@ -1,0 +1,98 @@
+"""Resolution: a task name and layers of dotted keys become a validated `RunConfig`.
+
+Lives beside the task registry (importing `sweeplab.tasks` fills every registry first), so that
+sweeplab/config.py stays a leaf.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from sweeplab.config import GROUPS, TOP_LEVEL, DataConfig, ModelConfig, OptimConfig, RunConfig, Section
+from sweeplab.errors import UserError
+from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
+
+
+def resolve(task_name: str, *layers: dict[str, Any]) -> RunConfig:
+    """Task defaults, then each layer in order (experiment file, overrides); validated."""
+    task = TASKS.get(task_name, key="task").obj
+    merged: dict[str, Any] = {"seed": 1111, "device": "auto", **task.defaults}
+    for layer in layers:
+        merged.update(layer)
+    _check_keys(merged)
+    names = {g: merged.get(g) for g in ("data", "model", "optim")}
+    for group, name in names.items():
+        if not isinstance(name, str):
+            raise UserError(f"{group}: expected a name, got {name!r}")
+    data = DATASETS.get(names["data"], group=task_name, key="data")
+    model = MODELS.get(names["model"], group=task_name, key="model")
+    OPTIMIZERS.get(names["optim"], key="optim")
+    return RunConfig(
+        task=task_name,
+        seed=_typed(merged, "seed", int),
+        device=_device(merged["device"]),
+        data_name=names["data"],
+        model_name=names["model"],
+        optim_name=names["optim"],
+        data=_section(data.config or DataConfig, "data", merged),
+        model=_section(model.config or ModelConfig, "model", merged),
+        optim=_section(OptimConfig, "optim", merged),
+        train=_section(task.train_config, "train", merged),
+    )
+
+
+def _check_keys(merged: dict[str, Any]) -> None:
+    for key in merged:
+        group = key.split(".", 1)[0]
+        if key in TOP_LEVEL or key in GROUPS[:3] or ("." in key and group in GROUPS):
+            continue
+        accepted = ", ".join([*TOP_LEVEL, "data=NAME", "model=NAME", "optim=NAME", "data.*", "model.*", "optim.*", "train.*"])
+        raise UserError(f"unknown key {key!r}; accepted: {accepted}")
+
+
+def _typed(merged: dict[str, Any], key: str, kind: type) -> Any:
+    value = merged[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserError(f"{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _device(value: Any) -> str:
+    """The device a run trains on; `auto` is resolved here, so `auto` and `cuda` on a GPU are one run."""
+    if value not in ("auto", "cpu", "cuda") and not (isinstance(value, str) and value.startswith("cuda:")):
+        raise UserError(f"device: {value!r} is not accepted; accepted: auto, cpu, cuda, cuda:N")
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value
+
+
+def _section(cls: type[Section], group: str, merged: dict[str, Any]) -> Any:
+    prefix = group + "."
+    fields = {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        raise UserError(_explain(exc, group, cls)) from None
+
+
+_TYPE_WORDS = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false", "string_type": "a string"}
+
+
+def _explain(exc: ValidationError, group: str, cls: type[Section]) -> str:
+    """One line from pydantic's first error: the key, what was given, what is accepted."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    key = f"{group}.{loc}" if loc else group
+    given = err.get("input")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {key!r}; accepted: " + ", ".join(f"{group}.{f}" for f in cls.model_fields)
+    if kind == "literal_error":
+        return f"{key}: {given!r} is not accepted; accepted: {err['ctx']['expected']}"
+    if kind in _TYPE_WORDS:
+        return f"{key}: expected {_TYPE_WORDS[kind]}, got {given!r}"
+    if kind == "value_error":
+        return f"{key}: {err['ctx']['error']}" if loc else f"invalid {group} settings: {err['ctx']['error']}"
+    return f"{key}: {err['msg'].lower()}, got {given!r}"
