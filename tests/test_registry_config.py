@@ -56,3 +56,12 @@ def test_run_key_depends_on_every_setting_including_seed():
     assert run_key(base) == run_key(resolve("lm", {}))
     assert run_key(base) != run_key(resolve("lm", {"seed": 1}))
     assert run_key(base) != run_key(resolve("lm", {"train.bptt": 50}))
+
+
+def test_tasks_declare_their_capabilities_in_the_registry():
+    from sweeplab.tasks import capable, tasks_with
+
+    assert tasks_with("steps") == ["addition", "palindrome"]
+    assert tasks_with("predict") == ["image", "toy2d"]
+    assert capable("lm", "text") and capable("lm", "attention") and not capable("lm", "predict")
+    assert not capable("no-such-task", "text")

@@ -22,9 +22,7 @@ from sweeplab.engine.device import get_device
 from sweeplab.errors import UserError
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
-from sweeplab.tasks import resolve
-
-COMPARABLE_TASKS = ("image", "toy2d")  # tasks whose runs can `predict` a labelled split
+from sweeplab.tasks import capable, resolve, tasks_with
 
 
 @dataclass
@@ -93,8 +91,8 @@ def load_checkpoint(store: Store, ref: str, device: str) -> tuple[Any, nn.Module
     """The run's task (data rebuilt from its stored config) and its model at the chosen epoch."""
     run_ref, epoch = parse_ref(ref)
     run = store.get_run(run_ref)
-    if run.task not in COMPARABLE_TASKS:
-        raise UserError(f"run {run.id} is a {run.task!r} run; compare works on {', '.join(COMPARABLE_TASKS)} runs")
+    if not capable(run.task, "predict"):
+        raise UserError(f"run {run.id} is a {run.task!r} run; compare works on {', '.join(tasks_with('predict'))} runs")
     epoch = pick_epoch(store, run, epoch)
     cfg = resolve(run.task, {**flatten(run.config), "device": device})
     task = TASKS.get(run.task, key="task").obj(cfg, get_device(device))

@@ -10,9 +10,9 @@ from typing import Any
 from sweeplab.config import flatten
 from sweeplab.report.spec import ReportSpec, cell_key
 from sweeplab.store import RunRow, Store
+from sweeplab.tasks import capable
 
 DONE = ("finished", "imported")  # statuses whose numbers are complete
-STEP_TASKS = ("palindrome", "addition")  # tasks counted in optimizer steps (tasks/palindrome.py StepTask)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class RunData:
     @property
     def step_based(self) -> bool:
         """Tasks on generated data count optimizer steps; their "epoch" is `train.eval_every` steps."""
-        return self.row.task in STEP_TASKS
+        return capable(self.row.task, "steps")
 
     def progress(self) -> str:
         """How far the run got, against its plan: `epoch 3 of 40` or `step 1,200 of 10,000`."""

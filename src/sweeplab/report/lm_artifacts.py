@@ -14,7 +14,7 @@ from sweeplab.engine import checkpoint
 from sweeplab.errors import UserError
 from sweeplab.registry import MODELS
 from sweeplab.store import RunRow, Store
-from sweeplab.tasks import resolve
+from sweeplab.tasks import capable, resolve, tasks_with
 
 VOCAB_FILE = "vocab.txt"
 SAMPLE_FILE = "generated.txt"
@@ -27,8 +27,9 @@ def save_vocab(dictionary: Dictionary, run_dir: Path) -> None:
 
 def load_lm(store: Store, run: RunRow, device: str = "cpu") -> tuple[nn.Module, Dictionary, RunConfig]:
     """The run's model with its best kept checkpoint, and its vocabulary."""
-    if run.task != "lm":
-        raise UserError(f"run {run.id} is a {run.task!r} run; this command needs a language-model (lm) run")
+    if not capable(run.task, "text"):
+        raise UserError(f"run {run.id} is a {run.task!r} run; this command needs a language-model run "
+                        f"(task {', '.join(tasks_with('text'))})")
     run_dir = store.run_dir(run.id)
     vocab = run_dir / VOCAB_FILE
     epochs = checkpoint.list_epochs(run_dir)

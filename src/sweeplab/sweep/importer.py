@@ -26,7 +26,6 @@ from sweeplab.registry import TASKS as TASKS_REGISTRY
 from sweeplab.store import Metric, RunRow, Store
 from sweeplab.tasks import resolve
 
-TASKS = ("lm", "image")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
 _FIELD = re.compile(rf"^\s*([A-Za-z][A-Za-z/ ]*?)\s*:?\s+({_NUMBER})s?\s*$")
 
@@ -151,7 +150,7 @@ def import_log(path: Path, *, task: str, name: str, store: Store, overrides: dic
     """Parse `path` and store it as a run with status `imported`: (the run, whether it is new).
     The same log imported twice is the same run."""
     if task not in PARSERS:
-        raise UserError(f"--task: {task!r} is not accepted; accepted: {', '.join(TASKS)}")
+        raise UserError(f"--task: {task!r} is not accepted; accepted: {', '.join(PARSERS)}")
     lines = _read_lines(path)
     parsed = PARSERS[task](lines)
     if not parsed.metrics or not parsed.epochs:

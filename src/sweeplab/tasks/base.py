@@ -36,6 +36,11 @@ class Task:
     item_name: ClassVar[str] = "samples"  # what `n` counts: throughput is reported as <item>/s
     batch_name: ClassVar[str] = "batches"
     epoch_name: ClassVar[str] = "epoch"  # what one pass of train_batches is called in the log lines
+    # What the task's runs can do beyond training, asked by the commands and the report (`sweeplab.tasks.capable`)
+    # instead of lists of task names: "steps" (an "epoch" is train.eval_every optimizer steps on fresh data),
+    # "predict" (`predict(model, split)`: labelled predictions, for `compare`), "text" (a language model:
+    # `generate`), "attention" (attention maps of its Transformer models: `attention`).
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg = cfg
@@ -81,7 +86,13 @@ class Task:
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Metrics of a split. A task whose evaluation is long also takes `limit_batches` (only the first
+        that many batches) and says how many there are in `eval_batch_count`: the planner times a few."""
         raise NotImplementedError
+
+    def eval_batch_count(self, split: str) -> int | None:
+        """Batches in one evaluation of `split`; None: `evaluate` takes no `limit_batches` (it is timed whole)."""
+        return None
 
     def finish(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
         """After training, with the best weights loaded: write artifacts (text, figures); extra summary values."""

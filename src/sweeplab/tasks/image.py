@@ -9,6 +9,7 @@ so model selection never sees it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -48,6 +49,7 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 @TASKS.register("image")
 class ImageTask(Task):
+    capabilities = frozenset({"predict"})
     """Image classification: loss, top-1 and top-5 accuracy, a checkpoint per epoch."""
 
     name = "image"
@@ -96,18 +98,25 @@ class ImageTask(Task):
         return {"loss": sums["loss"] / n, "acc1": sums["correct1"] / n, "acc5": sums["correct5"] / n}
 
     # -- evaluation --------------------------------------------------------------------------
+    def eval_batch_count(self, split: str) -> int:
+        return -(-len(self.held_out[split]) // self.cfg.train.eval_batch_size)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: str, limit_batches: int | None = None) -> dict[str, float]:
         was_training = model.training
         model.eval()
         sums = torch.zeros(3, device=self.device)  # loss, correct1, correct5: summed on the device
-        for x, y in eval_batches(self.held_out[split], self.cfg.train.eval_batch_size, self.normalize, self.device):
+        size, n = self.cfg.train.eval_batch_size, len(self.held_out[split])
+        batches = eval_batches(self.held_out[split], size, self.normalize, self.device)
+        if limit_batches is not None:  # the first limit_batches batches only
+            batches, n = islice(batches, limit_batches), min(n, limit_batches * size)
+        for x, y in batches:
             with autocast(self.device, self.cfg.train.precision):
                 logits = model(x)
             c1, c5 = topk_correct(logits, y)
             sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum"), c1.float(), c5.float()])
         model.train(was_training)
-        loss, c1, c5 = (sums / max(len(self.held_out[split]), 1)).tolist()
+        loss, c1, c5 = (sums / max(n, 1)).tolist()
         return {"loss": loss, "acc1": c1, "acc5": c5}
 
     @torch.no_grad()

@@ -37,6 +37,7 @@ def repackage_hidden(h: Any) -> Any:
 
 @TASKS.register("lm")
 class LanguageModelTask(Task):
+    capabilities = frozenset({"text", "attention"})
     """Word-level language model: train/valid/test perplexity, ms/batch, generated text, attention."""
 
     name = "lm"
@@ -95,17 +96,23 @@ class LanguageModelTask(Task):
         return {"loss": loss, "ppl": _ppl(loss)}
 
     # -- evaluation --------------------------------------------------------------------------
+    def eval_batch_count(self, split: str) -> int:
+        return math.ceil((self.splits[split].size(0) - 1) / self.cfg.train.bptt)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: str, limit_batches: int | None = None) -> dict[str, float]:
         model.eval()
         source = self.splits[split]
         hidden = unwrap(model).init_hidden(source.size(1))
         total = torch.zeros((), device=self.device)
-        for i in range(0, source.size(0) - 1, self.cfg.train.bptt):
+        rows = source.size(0) - 1  # target rows: every window's targets, or those of the first limit_batches
+        if limit_batches is not None:
+            rows = min(rows, limit_batches * self.cfg.train.bptt)
+        for i in range(0, rows, self.cfg.train.bptt):
             x, y = get_batch(source, i, self.cfg.train.bptt)
             logits, hidden = model(x, hidden)
             total += F.cross_entropy(logits.float(), y, reduction="sum")
-        loss = float(total) / (source.numel() - source.size(1))
+        loss = float(total) / (rows * source.size(1))
         model.train()
         return {"loss": loss, "ppl": _ppl(loss)}
 

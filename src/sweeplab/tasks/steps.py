@@ -49,6 +49,7 @@ def convergence_step(points: list[tuple[int, float]], threshold: float) -> float
 
 
 class StepTask(Task):
+    capabilities = frozenset({"steps"})
     """Generated data, counted in steps: epoch e = steps (e-1)*eval_every+1 .. e*eval_every.
 
     Training batches are a pure function of (seed, epoch, batch index), so a run resumed from a

@@ -31,6 +31,7 @@ CONVERGED_WITHIN = 0.01  # convergence epoch: first evaluation within 1 point of
 
 @TASKS.register("toy2d")
 class Toy2DTask(Task):
+    capabilities = frozenset({"predict"})
     """Toy 2D classification (moons, circles, classification): PyTorch MLP vs NumPy MLP."""
 
     name = "toy2d"
