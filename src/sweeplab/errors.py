@@ -8,4 +8,4 @@ class UserError(Exception):
 
 
 class Diverged(Exception):
-    """The training loss became NaN or infinite."""
+    """A training or evaluation metric (loss, perplexity, ...) became NaN or infinite."""

@@ -20,8 +20,8 @@ from pydantic import Field
 from sweeplab.config import DataConfig
 from sweeplab.data import image_formats as fmt
 from sweeplab.data.paths import cache_dir, data_root, dataset_dir, sha256_files
-from sweeplab.engine import checkpoint
 from sweeplab.errors import UserError
+from sweeplab.io import load_cache, save_atomic
 from sweeplab.registry import DATASETS
 
 CACHE_VERSION = 1  # bump when the decoded layout changes: old cache files are then ignored
@@ -106,22 +106,16 @@ def load_decoded(name: str, path: str = "") -> dict:
     cached = cache_dir() / f"images-{name}-v{CACHE_VERSION}-{key}.pt"
     if str(cached) in _MEMO:
         return _MEMO[str(cached)]
-    blob = _read_cache(cached)
+    blob = load_cache(cached, keys=_CACHE_KEYS)  # None: absent or unreadable, then rebuilt from the sources
     if blob is None:
         blob = _prepare(source.decode(folder))
-        checkpoint.save_atomic(blob, cached)
+        save_atomic(blob, cached)
     _MEMO.clear()
     _MEMO[str(cached)] = blob
     return blob
 
 
-def _read_cache(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return checkpoint.load(path)
-    except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt from the sources
-        return None
+_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y", "classes", "test_names", "mean", "std")
 
 
 def _prepare(d: fmt.Decoded) -> dict:

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from sweeplab.config import DataConfig
 from sweeplab.data.paths import cache_dir, dataset_dir, require_file, sha256_files
-from sweeplab.engine import checkpoint
 from sweeplab.errors import UserError
+from sweeplab.io import load_cache, save_atomic
 from sweeplab.registry import DATASETS
 
 EOS = "<eos>"
@@ -126,12 +126,12 @@ def load_corpus(name: str, path: str = "") -> Corpus:
     folder = dataset_dir(path, layout.folder, name)
     paths = {s: require_file(folder / f, name) for s, f in layout.files.items()}
     cached = cache_dir() / f"tokens-{sha256_files(paths.values())[:24]}.pt"
-    if cached.exists():
-        blob = checkpoint.load(cached)
+    blob = load_cache(cached, keys=("words", *SPLITS))  # None: absent or unreadable, then rebuilt
+    if blob is not None:
         return Corpus(Dictionary(blob["words"]), blob["train"], blob["valid"], blob["test"])
     corpus = tokenize(paths)
-    checkpoint.save_atomic({"words": corpus.dictionary.idx2word, "train": corpus.train, "valid": corpus.valid,
-                            "test": corpus.test}, cached)
+    save_atomic({"words": corpus.dictionary.idx2word, "train": corpus.train, "valid": corpus.valid,
+                 "test": corpus.test}, cached)
     return corpus
 
 

@@ -1,38 +1,24 @@
-"""Checkpoints: written atomically (temp file, fsync, rename), read with weights_only=True."""
+"""Checkpoints: one file per epoch under <run_dir>/checkpoints, written and read through sweeplab.io."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sweeplab.errors import UserError
+from sweeplab import io
+from sweeplab.io import UnreadableFile, save_atomic
+
+__all__ = ["STATE_KEYS", "UnreadableFile", "epoch_path", "list_epochs", "load", "prune", "save_atomic"]
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+STATE_KEYS = ("model", "optimizer", "scaler", "train_state", "rng")  # what Trainer.save_checkpoint writes
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} not found") from None
+def load(path: Path, map_location: str | torch.device = "cpu", *, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A checkpoint's contents; any failure is an UnreadableFile naming `path`."""
+    return io.load(path, map_location, keys=keys)
 
 
 def epoch_path(run_dir: Path, epoch: int) -> Path:

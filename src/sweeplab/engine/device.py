@@ -39,6 +39,7 @@ def device_name(device: torch.device) -> str:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, glibc's malloc.h
+_NEVER_TRIM = -1  # mallopt(3): "Setting M_TRIM_THRESHOLD to -1 disables trimming completely"
 
 
 def keep_freed_memory() -> bool:
@@ -46,14 +47,19 @@ def keep_freed_memory() -> bool:
 
     A CPU training step allocates and frees tensors of tens of MB (a 700 x 33,278 logits matrix is
     93 MB); glibc serves each from a fresh mmap and unmaps it on free, so every step pays page faults
-    on all of it: cross-entropy over those logits took 173 ms instead of 57 ms (benchmarks/RESULTS.md).
-    With mmap off and trimming off, freed blocks are reused, as a caching allocator would. The price:
-    the process keeps its peak memory until it exits. Returns whether the setting took effect.
+    on all of it (benchmarks/RESULTS.md, "malloc"). With mmap off and trimming off, freed blocks are
+    reused, as a caching allocator would. The price: the process keeps its peak memory until it exits.
+    Returns whether the setting took effect.
     """
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30 * 64))
+        mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
+    # int mallopt(int param, int value). ctypes truncates a Python int to a C int silently, with or without
+    # argtypes: the 2**36 passed here before reached glibc as 0, "trim on every free", the opposite of the
+    # intent. -1 fits and is glibc's documented "never trim".
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))

@@ -41,6 +41,11 @@ class Recorder:
             self.tb = SummaryWriter(str(run_dir / "tb"))
         self.last: dict[str, float] = {}
 
+    def seed(self, history: list[Metric]) -> None:
+        """Start `last` from the stored history (in logging order), as a resumed run's summary needs: the
+        epochs trained before the interruption were logged by another process."""
+        self.last.update({m.key: m.value for m in history})
+
     def log(self, *, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
         self.last.update({f"{split}/{name}": float(value) for name, value in values.items()})
         if not self.write:
@@ -148,6 +153,7 @@ class Trainer:
         for split in self.task.eval_splits:
             values = self.task.evaluate(self.forward_model, split)
             self.recorder.log(step=self.state.step, epoch=epoch, split=split, values=values)
+            self.check_finite(values, epoch, split)
         line = fmt_metrics({k.replace("/", " "): v for k, v in self.recorder.last.items()
                             if k.split("/")[0] in self.task.eval_splits})
         say(f"| end of {self.task.epoch_name} {epoch:3d} | time: {time.perf_counter() - start:5.2f}s eval | {line}", self.quiet)
@@ -168,6 +174,7 @@ class Trainer:
         for split in self.task.final_splits:
             values = self.task.evaluate(self.forward_model, split)
             self.recorder.log(step=self.state.step, epoch=self.state.epoch, split=split, values=values)
+            self.check_finite(values, self.state.epoch, split)
             say(f"| end of training | {split} | {fmt_metrics(values)}", self.quiet)
         return self.recorder.last
 
@@ -185,11 +192,18 @@ class Trainer:
     def out_of_steps(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
 
-    def check_finite(self, metrics: dict[str, float], epoch: int) -> dict[str, float]:
-        if not math.isfinite(metrics["loss"]):
-            self.recorder.log(step=self.state.step, epoch=epoch, split="train", values={"loss": metrics["loss"]})
-            raise Diverged(f"training loss became {metrics['loss']} at step {self.state.step} (epoch {epoch})")
-        return metrics
+    def check_finite(self, metrics: dict[str, float], epoch: int, split: str = "train") -> dict[str, float]:
+        """Any NaN or infinite metric ends the run as diverged, the loss first: an LM's perplexity can
+        overflow to inf while its loss is still a (huge) finite number. Training values are logged
+        before raising so the history shows the point of divergence (evaluation values already are)."""
+        bad = [name for name in sorted(metrics, key=lambda n: n != "loss") if not math.isfinite(metrics[name])]
+        if not bad:
+            return metrics
+        if split == "train":
+            self.recorder.log(step=self.state.step, epoch=epoch, split="train", values=metrics)
+        name = bad[0]
+        raise Diverged(f"{_SPLIT_WORDS.get(split, split)} {name} became {metrics[name]} ({split}/{name}) "
+                       f"at step {self.state.step} (epoch {epoch})")
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
@@ -197,14 +211,31 @@ class Trainer:
             state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scaler": self.scaler.state_dict(), "train_state": asdict(self.state),
                      "rng": torch.get_rng_state()}
+            previous = checkpoint.list_epochs(self.run_dir)
             checkpoint.save_atomic(state, checkpoint.epoch_path(self.run_dir, epoch))
-            if self.cfg.keep_checkpoints != "all":
-                checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch})
+            if self.cfg.keep_checkpoints != "all":  # only now that the new one is on disk
+                # The previous one stays until the next is written, whatever keep_checkpoints says: if this
+                # file turns out unreadable, a resume falls back to it (prune_final applies the policy).
+                kept_before = [e for e in previous if e < epoch][-1:]
+                checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch, *kept_before})
         self.dist.barrier()  # every rank may read it (best weights at the end) once it is there
+
+    def restore_latest(self) -> int:
+        """Continue from the newest checkpoint that loads; returns its epoch, 0 when training starts afresh.
+        A damaged checkpoint (truncated, garbage) is reported in one line and the previous one tried."""
+        epochs = checkpoint.list_epochs(self.run_dir)
+        for epoch in reversed(epochs):
+            try:
+                self.restore(epoch)
+                return epoch
+            except checkpoint.UnreadableFile as exc:
+                then = "trying the previous one" if epoch != epochs[0] else "none left: training restarts from scratch"
+                say(f"warning: {exc}; {then}", not self.dist.is_main)
+        return 0
 
     def restore(self, epoch: int) -> None:
         """Continue after `epoch`: weights, optimizer, schedule state and the RNG, as they were."""
-        state = checkpoint.load(checkpoint.epoch_path(self.run_dir, epoch), self.device)
+        state = checkpoint.load(checkpoint.epoch_path(self.run_dir, epoch), self.device, keys=checkpoint.STATE_KEYS)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -215,6 +246,9 @@ class Trainer:
         keep = {"all": None, "last": {self.state.epoch}, "best": {self.state.best_epoch or self.state.epoch}}
         if keep[self.cfg.keep_checkpoints] is not None:
             checkpoint.prune(self.run_dir, keep[self.cfg.keep_checkpoints])
+
+
+_SPLIT_WORDS = {"train": "training", "valid": "validation"}  # for Diverged messages
 
 
 def _accumulate(sums: dict[str, Any], out: StepOutput) -> None:
