@@ -88,6 +88,19 @@ def test_a_standalone_run_with_the_same_config_fills_its_cell(tmp_path, tiny_cor
     assert len(open_store(store_url).list_runs()) == 2
 
 
+def test_a_cell_finished_under_another_sweep_fills_this_sweeps_table_and_says_so(tmp_path, tiny_corpus, store_url):
+    first = write_experiment(tmp_path, tiny_corpus, name="first")
+    assert invoke("sweep", first, "--store", store_url).exit_code == 0
+    second = write_experiment(tmp_path, tiny_corpus, name="second", variants={"GRU": {"model": "gru"}})
+    result = invoke("sweep", second, "--store", store_url)
+    assert result.exit_code == 0 and "1 already stored, 0 to run" in result.stderr
+    out = tmp_path / "report"
+    assert invoke("report", second, "--out", out, "--store", store_url).exit_code == 0
+    text = (out / "report.md").read_text()
+    assert "made by sweep 'first'" in text and "Not run" not in text
+    assert len(open_store(store_url).list_runs()) == 2  # nothing trained twice
+
+
 def test_ray_needs_ray_and_postgresql(tmp_path, tiny_corpus, store_url):
     path = write_experiment(tmp_path, tiny_corpus)
     result = invoke("sweep", path, "--executor", "ray", "--store", store_url)

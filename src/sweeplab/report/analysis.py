@@ -12,7 +12,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from sweeplab.report.collect import CellData, Point, RunData
+from sweeplab.report.collect import CellData, Point, RunData, origin
 from sweeplab.report.facts import Convergence, convergence
 from sweeplab.report.questions import finished
 from sweeplab.report.spec import Column, ReportSpec
@@ -256,6 +256,8 @@ def status_sentences(spec: ReportSpec, cells: list[CellData], common_note: str |
     out += [Sentence("Status", f"{who(cell, run)} is shown from an earlier sweep (another scale or budget): "
                                "the last sweep's run of this cell is not stored yet.")
             for cell in cells for run in cell.extra.get("stale", [])]
+    out += [Sentence("Status", f"{who(cell, run)} is the same run made by {origin(run.row)} (same config, so not "
+                               "trained again).") for cell in cells for run in cell.extra.get("adopted", [])]
     missing = [cell.label for cell in cells if not cell.runs]
     if missing:
         out.append(Sentence("Status", f"Not run: {', '.join(missing)} ({len(missing)} of {len(cells)} cells have no "

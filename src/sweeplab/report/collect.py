@@ -84,10 +84,22 @@ def collect(spec: ReportSpec, store: Store) -> list[CellData]:
         label = row.cell or row.name
         groups.setdefault(cell_key(label), []).append(row)
         labels.setdefault(cell_key(label), label)
+    listed = {row.id for rows in groups.values() for row in rows}
+    for key, label in spec.key_cells.items():  # the same run made by `sweeplab run` or another sweep fills the cell
+        row = store.find_by_key(key)
+        if row and row.id not in listed:
+            groups.setdefault(cell_key(label), []).append(row)
     keys = spec.run_keys
     cells = [_cell(label, groups.pop(cell_key(label), []), store, keys) for label in spec.cells]
     cells += [_cell(labels[key], rows, store, keys, expected=False) for key, rows in groups.items()]
+    for cell in cells:
+        cell.extra["adopted"] = [run for run in cell.runs if run.row.sweep != spec.name]
     return cells
+
+
+def origin(row: RunRow) -> str:
+    """Where a run that fills a cell of another sweep came from, in words."""
+    return f"sweep {row.sweep!r}" if row.sweep else f"`sweeplab run` (run {row.name!r})"
 
 
 def _cell(label: str, rows: list[RunRow], store: Store, keys: set[str], expected: bool = True) -> CellData:

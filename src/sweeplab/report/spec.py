@@ -42,6 +42,7 @@ class ReportSpec:
     plan: dict[str, Any] = field(default_factory=dict)  # the planner's plan, when stored
     scales_notes: dict[str, str] = field(default_factory=dict)  # scale -> its note, from the experiment file
     run_keys: set[str] = field(default_factory=set)  # keys of the runs the last `sweeplab sweep` asked for
+    key_cells: dict[str, str] = field(default_factory=dict)  # each of those keys -> its cell label
     questions: list[Question] = field(default_factory=list)  # what the experiment asks; the first is the main one
     variants: list[str] = field(default_factory=list)  # named rows, in table order
     axes: dict[str, list[str]] = field(default_factory=dict)  # grid axis -> its values, as labels write them
@@ -79,7 +80,8 @@ def _apply_stored(spec: ReportSpec, stored: dict[str, Any]) -> None:
     data = stored["spec"]
     spec.scale = stored.get("scale") or data.get("scale") or spec.scale
     spec.scale_note = data.get("scale_note") or spec.scales_notes.get(spec.scale or "") or spec.scale_note
-    spec.run_keys = {c["key"] for c in data.get("cells") or [] if isinstance(c, dict) and "key" in c}
+    spec.key_cells = {c["key"]: c["label"] for c in data.get("cells") or [] if isinstance(c, dict) and "key" in c}
+    spec.run_keys = set(spec.key_cells)
     plan = data.get("plan")
     if plan is not None:
         spec.plan = {"cells": plan} if isinstance(plan, list) else dict(plan)

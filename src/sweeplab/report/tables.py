@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeplab.report.collect import CellData
+from sweeplab.report.collect import CellData, origin
 from sweeplab.report.spec import Column, ReportSpec, cell_key
 from sweeplab.report.values import (
     CellValue,
@@ -193,6 +193,8 @@ def row_notes(cell: CellData, common_note: str | None, seeds: int = 1) -> str:
             notes.append(f"{who}{run.row.note}")
         if run in cell.extra.get("stale", []):
             notes.append(f"{who}from an earlier sweep (another scale or budget)")
+        if run in cell.extra.get("adopted", []):
+            notes.append(f"{who}the same run, made by {origin(run.row)}")
     return "; ".join(dict.fromkeys(notes))
 
 
