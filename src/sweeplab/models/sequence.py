@@ -26,6 +26,9 @@ class PalindromeModelConfig(ModelConfig):
 class AdditionModelConfig(ModelConfig):
     hidden: int = Field(128, gt=0, description="hidden units per layer")
     nlayers: int = Field(1, ge=1, description="stacked recurrent layers")
+    embed: int = Field(0, ge=0, description="0: read the digits one-hot; E > 0: one learned E-vector per digit "
+                                            "(nn.Embedding(10, E), shared by both operands), as the course "
+                                            "skeleton's Embedding(10, 32) + RNN(64, 64, 2)")
 
 
 def _param(*shape: int, bound: float) -> nn.Parameter:
@@ -103,10 +106,16 @@ class DigitRNN(nn.Module):
     def __init__(self, kind: str, input_dim: int, num_classes: int, cfg: AdditionModelConfig):
         super().__init__()
         layer = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind]
-        self.rnn = layer(input_dim, cfg.hidden, cfg.nlayers, batch_first=True)
+        # The input is one one-hot block of num_classes per operand; an embedding looks each digit up instead.
+        self.embed = nn.Embedding(num_classes, cfg.embed) if cfg.embed else None
+        rnn_input = input_dim // num_classes * cfg.embed if cfg.embed else input_dim
+        self.rnn = layer(rnn_input, cfg.hidden, cfg.nlayers, batch_first=True)
         self.decoder = nn.Linear(cfg.hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            digits = x.unflatten(-1, (-1, self.embed.num_embeddings)).argmax(-1)  # (B, T, operands)
+            x = self.embed(digits).flatten(2)  # (B, T, operands * E)
         output, _ = self.rnn(x)  # (B, T, H)
         return self.decoder(output)  # (B, T, C)
 

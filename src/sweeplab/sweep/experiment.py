@@ -89,6 +89,16 @@ class Scale(Spec):
     overrides: Layer = Field({}, description="dotted keys applied on top of base, variants and axes")
 
 
+class Reference(Spec):
+    """A number a named source reports for one cell of the table: ours is shown beside it."""
+
+    row: str = Field(description="a row label (cell_labels()) or a variant name, which names all its grid points")
+    column: str = Field(description="a column title or a column's metric key")
+    value: float | None = Field(description="the source's number; null where the source leaves the cell empty")
+    source: str = Field(min_length=1, description="where the number comes from, in words")
+    note: str = Field("", description="what the reader should know about this number")
+
+
 class Analysis(Spec):
     convergence_threshold: float | None = Field(None, description="accuracy at which a run counts as converged")
 
@@ -135,6 +145,7 @@ class Experiment(Spec):
     scales: dict[str, Scale] = Field({}, description="quick (minutes on a 2-core CPU) and full (the real thing)")
     analysis: Analysis = Field(Analysis(), description="settings of the report's computed analysis")
     questions: list[Question] = Field([], description="what the experiment asks; the first is its main question")
+    references: list[Reference] = Field([], description="numbers a named source reports for a row and column")
 
     @field_validator("name")
     @classmethod
@@ -195,6 +206,35 @@ class Experiment(Spec):
                 raise ValueError(f"questions[{i}]: {', '.join(map(repr, unknown))} is not a row or axis of this "
                                  f"experiment; accepted: {accepted}")
         return self
+
+    @model_validator(mode="after")
+    def _references_name_cells(self) -> Experiment:
+        rows = [*self.variants, *(label for label in self.cell_labels() if label not in self.variants)]
+        columns = list(dict.fromkeys([*(c.title for c in self.columns), *(c.metric for c in self.columns)]))
+        seen = set()
+        for i, ref in enumerate(self.references):
+            if ref.row not in rows:
+                raise ValueError(f"references[{i}].row: {ref.row!r} is not a row; accepted: {', '.join(rows)}")
+            if ref.column not in columns:
+                raise ValueError(f"references[{i}].column: {ref.column!r} is not a column; accepted: "
+                                 + ", ".join(columns))
+            if (ref.row, self.column_of(ref).title, ref.source) in seen:
+                raise ValueError(f"references[{i}]: a second number for row {ref.row!r}, column {ref.column!r} "
+                                 f"from the same source")
+            seen.add((ref.row, self.column_of(ref).title, ref.source))
+        return self
+
+    # -- what the report reads ------------------------------------------------------------------
+    def column_of(self, ref: Reference) -> Column:
+        """The column a reference names, by title first, else by metric."""
+        return next((c for c in self.columns if c.title == ref.column), None) or next(
+            c for c in self.columns if c.metric == ref.column)
+
+    def references_for(self, label: str, column: Column) -> list[Reference]:
+        """The references of one table cell: those naming its label, or its variant, and this column."""
+        variant = label.split(",", 1)[0] if self.variants else None
+        return [r for r in self.references
+                if r.row in (label, variant) and self.column_of(r) == column]
 
     # -- what a sweep needs ---------------------------------------------------------------------
     def seed_list(self) -> list[int]:
