@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from pydantic import Field
+from tests.test_store_postgres import URL as PG_URL
+from tests.test_store_postgres import pg_url  # noqa: F401 - the fixture
 
 from sweeplab.config import NEUTRAL, RunConfig, TrainConfig, key_fields, run_key
 from sweeplab.engine.runner import RunHeld, RunOptions, execute
 from sweeplab.store import Metric, open_store
 from sweeplab.store.db import LeaseLost
 from sweeplab.tasks import resolve
-from tests.test_store_postgres import URL as PG_URL
-from tests.test_store_postgres import pg_url  # noqa: F401 - the fixture
 
 TOY = ["data=moons", "model=mlp", "data.n_samples=400", "train.batch_size=8"]
 CLI = [sys.executable, "-c", "from sweeplab.cli import main; main()"]
@@ -250,3 +250,15 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(case, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --store") and "expected" in lines[0], proc.stderr
     assert "s3cret" not in proc.stderr
+
+
+def test_a_run_stopped_during_its_final_evaluation_resumes_without_repeating_a_row(store_url, one_thread):
+    store = open_store(store_url)
+    done = execute(toy(3), store, RunOptions(quiet=True))
+    rows = sorted((m.step, m.epoch, m.split, m.name) for m in store.metrics(done.run_id))
+    store.update_run(done.run_id, status="interrupted")  # as if stopped after the last checkpoint, mid-test
+    again = execute(toy(3), store, RunOptions(quiet=True))
+    assert again.run_id == done.run_id and again.status == "finished"
+    assert sorted((m.step, m.epoch, m.split, m.name) for m in store.metrics(done.run_id)) == rows
+    assert again.metrics == pytest.approx(done.metrics | {k: again.metrics[k] for k in again.metrics if "per_s" in k
+                                                          or "ms" in k or "time" in k})

@@ -196,7 +196,7 @@ def resume_from(trainer: Trainer, store: Store, run_id: str) -> None:
     are dropped, so a resumed run neither loses nor repeats any; the rest seed the summary's values."""
     epoch = trainer.restore_latest()
     if trainer.dist.is_main:
-        store.delete_metrics_after(run_id, epoch)
+        store.delete_metrics_after(run_id, epoch, final_splits=("best", *trainer.task.final_splits))
         trainer.recorder.seed(store.metrics(run_id))
     if epoch:
         say(f"resuming run {run_id} after epoch {epoch}", trainer.quiet)
