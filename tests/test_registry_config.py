@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeplab.config import flatten, parse_overrides, parse_value, run_key
+from sweeplab.config import flatten, key_fields, parse_overrides, parse_value, run_key
 from sweeplab.errors import UserError
 from sweeplab.registry import Registry
 from sweeplab.tasks import resolve
@@ -65,3 +65,15 @@ def test_tasks_declare_their_capabilities_in_the_registry():
     assert tasks_with("predict") == ["image", "toy2d"]
     assert capable("lm", "text") and capable("lm", "attention") and not capable("lm", "predict")
     assert not capable("no-such-task", "text")
+
+
+def test_rmsprop_alpha_reaches_the_optimizer_and_keeps_stored_keys():
+    import torch
+
+    from sweeplab.engine.optim import create_optimizer
+    from sweeplab.tasks import resolve
+
+    cfg = resolve("palindrome", {"optim": "rmsprop", "optim.alpha": 0.9})
+    opt = create_optimizer(cfg.optim_name, cfg.optim, [torch.nn.Parameter(torch.zeros(1))])
+    assert opt.param_groups[0]["alpha"] == 0.9
+    assert "optim.alpha" not in key_fields(resolve("palindrome", {"optim": "rmsprop"}))  # added later: neutral

@@ -41,6 +41,8 @@ class OptimConfig(Section):
     lr: float = Field(0.01, gt=0, description="learning rate")
     momentum: float = Field(0.0, ge=0, description="momentum (sgd, rmsprop)")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
+    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: smoothing of the squared-gradient average "
+                         "(PyTorch's default 0.99; Keras and TensorFlow use 0.9)", json_schema_extra=NEUTRAL)
 
 
 class TrainConfig(Section):

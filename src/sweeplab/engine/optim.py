@@ -30,7 +30,7 @@ def _adagrad(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
 @OPTIMIZERS.register("rmsprop")
 def _rmsprop(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
     """RMSprop (Tieleman & Hinton, 2012)."""
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def create_optimizer(name: str, cfg: OptimConfig, params: Iterable) -> torch.optim.Optimizer:
