@@ -102,10 +102,10 @@ class Context:
                 self.colours.setdefault(self.split(cell.label)[0], COLORS[len(self.colours) % len(COLORS)])
         return self.colours.setdefault(line, COLORS[len(self.colours) % len(COLORS)])
 
-    def title(self, metric: str, aggregate: str | None = None) -> str:
-        """An axis title from the experiment's column titles (the column with this metric), else the key."""
-        columns = [c for c in self.spec.columns if c.metric == metric]
-        column = next((c for c in columns if c.aggregate == aggregate), columns[0] if columns else None)
+    def title(self, metric: str, aggregate: str = "final") -> str:
+        """An axis title from the experiment's column titles (the column with this metric and aggregate: a
+        curve is no "Best valid acc"), else the key."""
+        column = next((c for c in self.spec.columns if c.metric == metric and c.aggregate == aggregate), None)
         return column.title if column else metric
 
 
