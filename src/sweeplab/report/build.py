@@ -14,9 +14,11 @@ from sweeplab.report.figures import ImageBlock, SvgBlock, create_blocks
 from sweeplab.report.html import render_html
 from sweeplab.report.markdown import render_markdown
 from sweeplab.report.model import ExperimentReport, ReportMeta
+from sweeplab.report.questions import answer_questions
 from sweeplab.report.selection import selection_note
+from sweeplab.report.setup import describe_setup
 from sweeplab.report.spec import ReportSpec, load_target
-from sweeplab.report.tables import build_table, common_note, default_columns
+from sweeplab.report.tables import build_pivots, build_table, common_note, default_columns
 from sweeplab.store import Store
 from sweeplab.store.db import redact
 
@@ -42,7 +44,9 @@ def build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
     selection = selection_note(cells)
     if selection:  # which split chose the checkpoints the numbers come from
         table.caption += f" — {selection}"
-    return ExperimentReport(spec, cells, table, create_blocks(spec, cells), analyse(spec, cells, columns, note))
+    return ExperimentReport(spec, cells, table, create_blocks(spec, cells), analyse(spec, cells, columns, note),
+                            answer_questions(spec, cells, columns), build_pivots(spec, cells, columns),
+                            describe_setup(cells))
 
 
 def write_report(targets: Iterable[str], store: Store, out_dir: Path) -> Written:
