@@ -16,6 +16,7 @@ from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import EpochProgress, fmt_metrics, say
 from sweeplab.engine.schedule import get_lr
 from sweeplab.errors import Diverged
+from sweeplab.io import UnreadableFile
 from sweeplab.store import Metric, Store
 from sweeplab.tasks.base import StepOutput, Task
 
@@ -165,12 +166,17 @@ class Trainer:
 
     def evaluate_final(self) -> dict[str, float]:
         """Final splits with the best weights (word_language_model: test the best saved model)."""
+        if self.state.best_epoch and self.state.best_epoch != self.state.epoch:
+            path = checkpoint.epoch_path(self.run_dir, self.state.best_epoch)
+            try:
+                self.model.load_state_dict(checkpoint.load(path, self.device)["model"])
+            except UnreadableFile as exc:  # the last epoch's weights, in memory, are tested instead: said and recorded
+                say(f"warning: {exc}; the final splits are scored with the last epoch's weights", quiet=False)
+                self.state.best_epoch = self.state.epoch
+                self.state.best = self.recorder.last.get(self.task.monitor, math.nan)
         if self.state.best_epoch:  # what chose these weights, on record: `best/<monitor>` at the best epoch
             self.recorder.log(step=self.state.step, epoch=self.state.best_epoch, split="best",
                               values={self.task.monitor: self.state.best})
-        if self.state.best_epoch and self.state.best_epoch != self.state.epoch:
-            self.model.load_state_dict(checkpoint.load(checkpoint.epoch_path(self.run_dir, self.state.best_epoch),
-                                                       self.device)["model"])
         for split in self.task.final_splits:
             values = self.task.evaluate(self.forward_model, split)
             self.recorder.log(step=self.state.step, epoch=self.state.epoch, split=split, values=values)
