@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
+from sweeplab.config import key_fields
 from sweeplab.data.sequences import (
     AdditionData,
     add_digits,
     from_digits,
     random_operands,
+    random_values,
     seeded_rng,
     to_digits,
 )
@@ -56,9 +58,11 @@ def test_encoded_batches_decode_to_the_operands_and_their_sum(pairs, reverse):
 
 
 @settings(max_examples=40, deadline=None)
-@given(max_digits=st.integers(1, 40), seed=st.integers(0, 2**40), reverse=st.booleans())
-def test_generated_batches_hold_true_sums_of_numbers_within_max_digits(max_digits, seed, reverse):
-    d = data(max_digits, reverse)
+@given(max_digits=st.integers(1, 40), seed=st.integers(0, 2**40), reverse=st.booleans(),
+       operands=st.sampled_from(["lengths", "values"]))
+def test_generated_batches_hold_true_sums_of_numbers_within_max_digits(max_digits, seed, reverse, operands):
+    d = AdditionData(resolve("addition", {"data.max_digits": max_digits, "data.reverse": reverse,
+                                          "data.operands": operands}).data)
     a, b, total = d.decode(*d.batch(seeded_rng(seed, "train"), 32, CPU))
     assert total == [p + q for p, q in zip(a, b, strict=True)]
     assert all(0 <= v < 10**max_digits for v in a + b)
@@ -68,6 +72,21 @@ def test_operand_lengths_cover_1_to_max_digits_without_leading_zeros():
     digits = random_operands(seeded_rng(0, "train"), 5_000, 6)
     lengths = {len(str(v)) for v in from_digits(digits)}
     assert lengths == set(range(1, 7))
+
+
+def test_uniform_values_are_nearly_all_full_length_as_the_course_draws_them():
+    """The course code draws random.randint(0, 10**maxlen): 9 in 10 operands have maxlen digits."""
+    values = from_digits(random_values(seeded_rng(0, "train"), 20_000, 14))
+    full = sum(len(str(v)) == 14 for v in values) / len(values)
+    assert 0.89 < full < 0.91 and all(0 <= v < 10**14 for v in values)
+    assert 0.45 < sum(v < 5 * 10**13 for v in values) / len(values) < 0.55  # uniform, not only long
+    lengths = from_digits(random_operands(seeded_rng(0, "train"), 20_000, 14))
+    assert sum(len(str(v)) == 14 for v in lengths) / len(lengths) < 0.1  # the other convention: 1 in 14
+
+
+def test_operand_convention_is_in_the_run_key_only_when_it_is_not_the_old_default():
+    assert "data.operands" not in key_fields(resolve("addition", {}))  # runs stored before it are still found
+    assert key_fields(resolve("addition", {"data.operands": "values"}))["data.operands"] == "values"
 
 
 def test_as_written_is_the_time_reversal_of_least_significant_first():
@@ -136,6 +155,7 @@ def test_cli_dry_run_of_30_digit_addition(store_url):
 @pytest.mark.parametrize("override, named", [
     ("data.max_digits=0", "data.max_digits"), ("model=transformer", "model"), ("model.hidden=-4", "model.hidden"),
     ("model.nlayers=0", "model.nlayers"), ("data.reverse=maybe", "data.reverse"),
+    ("data.operands=digits", "data.operands"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_nothing_stored(override, named, store_url):
     result = CliRunner().invoke(app, ["run", "addition", override, "--store", store_url])

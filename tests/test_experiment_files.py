@@ -66,7 +66,11 @@ def test_addition_studies_layers_1_to_4_at_14_digits_lr_1e_4_to_1e_1_and_three_c
     for cfg in resolved.values():  # the course skeleton's network and training
         assert (cfg.model.embed, cfg.model.hidden, cfg.optim_name, cfg.train.batch_size) == (32, 64, "adam", 200)
         assert (cfg.train.max_steps, cfg.train.eval_every, cfg.train.clip) == (500, 50, 0.0)
+        assert cfg.data.operands == "values"  # the report's code: random.randint(0, 10**maxlen)
     assert at14["RNN"].model.nlayers == 2 and at14["RNN"].optim.lr == 1e-3
+    # its code runs the learning-rate study at 9 digits: the references sit there
+    assert reference("addition", "RNN_lr1e-1,data.max_digits=9", "Test exact match") == 0.0
+    assert reference("addition", "RNN_lr1e-4,data.max_digits=9", "Test exact match") == 0.0
 
 
 def test_lm_lstm_vs_gru_varies_epochs_bptt_and_emsize_on_word_language_model_defaults():

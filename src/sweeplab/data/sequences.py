@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from sweeplab.config import Section
+from sweeplab.config import NEUTRAL, Section
 from sweeplab.registry import DATASETS
 
 BASE = 10  # decimal digits: 10 classes, one-hot width 10
@@ -74,6 +74,18 @@ class AdditionDataConfig(Section):
     reverse: bool = Field(True, description="feed digits least-significant first, so the carry flows forward "
                                             "in time; false feeds them as written")
     test_size: int = Field(10_000, ge=1, description="held-out additions scored once at the end")
+    # Added after runs were stored: at "lengths" (the old behaviour) the run key leaves it out.
+    operands: Literal["lengths", "values"] = Field(
+        "lengths", description="lengths: each operand's length uniform in 1..max_digits, then its digits; values: "
+                               "each value uniform in 0..10^max_digits-1, as the course code draws them (9 in 10 "
+                               "operands then have max_digits digits)", json_schema_extra=NEUTRAL)
+
+
+def random_values(rng: np.random.Generator, n: int, max_digits: int) -> np.ndarray:
+    """(n, max_digits) digits, least-significant first, of values uniform in 0..10^max_digits-1.
+
+    A uniform value is a row of independent uniform digits, so this needs no big integers."""
+    return rng.integers(0, BASE, size=(n, max_digits))
 
 
 def random_operands(rng: np.random.Generator, n: int, max_digits: int) -> np.ndarray:
@@ -131,8 +143,8 @@ class AdditionData:
         return self.cfg.max_digits + 1
 
     def batch(self, rng: np.random.Generator, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        a = random_operands(rng, n, self.cfg.max_digits)
-        b = random_operands(rng, n, self.cfg.max_digits)
+        draw = random_values if self.cfg.operands == "values" else random_operands
+        a, b = draw(rng, n, self.cfg.max_digits), draw(rng, n, self.cfg.max_digits)
         return self.encode(a, b, device)
 
     def encode(self, a: np.ndarray, b: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
