@@ -153,3 +153,128 @@ def test_full_key_matches_an_unreduced_run(tmp_path, tiny_corpus):
     assert plan.matches(cells, 60.0, 1, "quick", {})
     assert not plan.matches(cells, 60.0, 2, "quick", {}) and not plan.matches(cells, 30.0, 1, "quick", {})
     assert not plan.matches(expand(load_experiment(path), "full"), 60.0, 1, "quick", {})
+
+
+# ------------------------------------------------------------------------------- a cheap calibration
+def _counting(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[tuple]:
+    """Record the calls of cls.name (arguments after self) and let them through."""
+    calls: list[tuple] = []
+    original = getattr(cls, name)
+
+    def spy(self, *args, **kwargs):
+        calls.append((*args, kwargs))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, spy)
+    return calls
+
+
+def test_a_long_evaluation_is_timed_on_a_few_batches_and_scaled(tmp_path, tiny_corpus, monkeypatch, one_thread):
+    """bptt 2 on the tiny corpus: 32 validation and 32 test windows. The calibration evaluates one warm-up window
+    and CALIBRATION_EVAL_BATCHES timed ones per split (never a whole split), and scales them by the count."""
+    from sweeplab.tasks.lm import LanguageModelTask
+
+    path = write_experiment(tmp_path, tiny_corpus, variants={"LSTM": {"train.bptt": 2}})
+    cell = expand(load_experiment(path), "quick")[0]
+    evaluations = _counting(monkeypatch, LanguageModelTask, "evaluate")
+    cal = planner.calibrate(cell)
+    k = planner.CALIBRATION_EVAL_BATCHES
+    assert sorted((split, kw.get("limit_batches")) for _, split, kw in evaluations) == \
+        [("test", 1), ("test", k), ("valid", 1), ("valid", k)]
+    assert cal.eval_s > 0 and cal.final_s > 0
+
+
+def test_a_short_evaluation_is_timed_whole_after_a_warm_up(tmp_path, tiny_corpus, monkeypatch, one_thread):
+    from sweeplab.tasks.lm import LanguageModelTask
+
+    cell = expand(load_experiment(write_experiment(tmp_path, tiny_corpus)), "quick")[0]  # 7 windows a split
+    evaluations = _counting(monkeypatch, LanguageModelTask, "evaluate")
+    planner.calibrate(cell)
+    assert sorted((split, kw.get("limit_batches")) for _, split, kw in evaluations) == \
+        [("test", None), ("test", None), ("valid", None), ("valid", None)]
+
+
+def test_cells_of_one_shape_share_a_calibration_and_a_dataset_is_warmed_up_once(tmp_path, tiny_corpus,
+                                                                                 monkeypatch, one_thread):
+    """Four cells, two shapes (the clip and the seed cost nothing): two calibrations, three set-ups (one warm-up
+    for the corpus, then one timed per shape), and a progress line before and after each calibration."""
+    path = write_experiment(tmp_path, tiny_corpus, seeds=2,
+                            variants={"A": {"train.clip": 0.25}, "B": {"train.clip": 0.0},
+                                      "Wide": {"model.nhid": 24}})
+    cells = expand(load_experiment(path), "quick")
+    setups = _counting_function(monkeypatch, planner, "_setup")
+    said: list[str] = []
+    plan = planner.make_plan(cells, set(), budget=None, workers=1, threads=1, scale="quick", overrides={},
+                             say=said.append)
+    assert len(cells) == 6 and len(setups) == 3
+    starts = [line for line in said if line.startswith("calibrating")]
+    assert starts == ["calibrating A (shape 1 of 2) ...", "calibrating Wide (shape 2 of 2) ..."]
+    assert len(said) == 4 and all("/step x " in line and "(took " in line for line in said[1::2])
+    estimates = {cp.label: cp.est_full_s for cp in plan.cells}
+    assert estimates["A"] == estimates["B"] > 0 and estimates["Wide"] > 0
+
+
+def _counting_function(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list[tuple]:
+    calls: list[tuple] = []
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_the_scaled_evaluation_is_close_to_a_whole_one(tmp_path, tiny_corpus, one_thread):
+    """The estimate of a 32-window evaluation from 8 windows, against the whole evaluation timed here
+    (best of three of each, on a shared machine; a wrong scale is off by 4x)."""
+    from sweeplab.engine.device import get_device
+    from sweeplab.registry import TASKS
+
+    path = write_experiment(tmp_path, tiny_corpus, variants={"LSTM": {"train.bptt": 2, "model.nhid": 64,
+                                                                      "model.emsize": 64}})
+    cfg = expand(load_experiment(path), "quick")[0].cfg
+    task = TASKS.get("lm").obj(cfg, get_device("cpu"))
+    model = task.build()
+    assert task.eval_batch_count("valid") == 32
+    estimate = min(planner._time_evaluation(task, model, ("valid",)) for _ in range(3))
+    whole = min(planner._timed(lambda: task.evaluate(model, "valid")) for _ in range(3))
+    assert 0.5 < estimate / whole < 2, (estimate, whole)
+
+
+class _FakeClock:
+    now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_fast_steps_are_timed_for_half_a_second_not_a_dozen(monkeypatch):
+    """1 ms steps, then 5 ms ones from the 50th on (a busy machine): the mean over half a second of steps
+    sees both, where a dozen steps saw only the first (and slow ones stop at the minimum count)."""
+    clock = _FakeClock()
+    monkeypatch.setattr(planner, "time", clock)
+
+    class Trainer:
+        steps = 0
+        task = type("Task", (), {"train_batches": lambda self, epoch: iter(range(40))})()
+
+        def set_lr(self, epoch):
+            pass
+
+        def train_step(self, batch):
+            self.steps += 1
+            clock.now += 0.001 if self.steps <= 50 else 0.005
+
+    trainer = Trainer()
+    mean = planner._time_steps(trainer, lambda: None)
+    timed = trainer.steps - 1
+    assert 0.5 <= timed * mean < 0.51 and timed == 49 + 91  # 49 x 1 ms + 91 x 5 ms: the first past 0.5 s
+    assert mean == pytest.approx((49 * 0.001 + 91 * 0.005) / 140)
+
+    slow = Trainer()
+    slow.steps = 10**6  # 5 ms steps from the start ...
+    monkeypatch.setattr(planner, "CALIBRATION_STEP_TIME_S", 0.001)  # ... against a tiny threshold
+    planner._time_steps(slow, lambda: None)
+    assert slow.steps - 10**6 == 1 + planner.CALIBRATION_MIN_STEPS

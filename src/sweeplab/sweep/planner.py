@@ -1,7 +1,9 @@
 """`--budget 20m`: fill the whole table within a time budget.
 
-Each distinct cell shape is timed by a short calibration (build, a few optimizer steps, one
-evaluation, one checkpoint, the final evaluation) in a throwaway store; a cell's cost is then
+Each distinct cell shape is timed by a short calibration in a throwaway store: build, a few optimizer
+steps, a few batches of each evaluated split (scaled by the split's batch count), one checkpoint, the
+task's end-of-run artifacts. Cells that differ only in cost-free keys (seed, clipping, schedule,
+optimizer settings, run length) share one calibration. A cell's cost is then
 
     setup + steps * step_s + epochs_run * checkpoint_s + evaluations * eval_s + final_s
 
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,16 @@ from sweeplab.errors import UserError
 from sweeplab.sweep.expand import Cell
 
 WORKER_START_S = 3.0  # a spawned worker imports torch and the tasks before its first cell (measured: 2-3 s here)
-CALIBRATION_STEPS = 12  # timed optimizer steps per calibration (after one warm-up step) ...
-CALIBRATION_STEP_TIME_S = 1.0  # ... or fewer, once they took this long (at least 3)
+# Optimizer steps are timed (after one warm-up step) until they took CALIBRATION_STEP_TIME_S, at least
+# CALIBRATION_MIN_STEPS and at most CALIBRATION_MAX_STEPS of them. A fixed dozen steps of a few milliseconds
+# is a 50 ms sample, which a busy machine's scheduler skews by half (measured: 2.4 to 4.7 ms against the
+# run's 4.2); half a second of steps is cheap and steady.
+CALIBRATION_STEP_TIME_S = 0.5
+CALIBRATION_MIN_STEPS = 3
+CALIBRATION_MAX_STEPS = 500
+# Timed evaluation batches per split, after one warm-up batch: a longer split is scaled by its batch count
+# (a full-scale WikiText-2 evaluation is 620 + 700 batches through a 33k-word decoder: minutes per shape).
+CALIBRATION_EVAL_BATCHES = 8
 # Keys that do not change what a step costs: cells differing only in these share one calibration.
 _COST_FREE = ("seed", "train.clip", "train.epochs", "train.max_steps", "train.schedule", "train.step_size",
               "train.gamma", "train.converged_at")
@@ -81,8 +92,12 @@ def cost_signature(cell: Cell) -> str:
     return repr(sorted((k, v) for k, v in flat.items() if k not in _COST_FREE and not k.startswith("optim")))
 
 
-def calibrate(cell: Cell) -> Calibration:
-    """Time the pieces of one run of `cell` in a throwaway store (nothing reaches the sweep's store)."""
+def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
+    """Time the pieces of one run of `cell` in a throwaway store (nothing reaches the sweep's store).
+
+    `warm_up`: set up once untimed first. A dataset's first build prepares its cache and a process's
+    first trainer loads TensorBoard; a sweep's runs pay neither (the cache is shared, each worker loads
+    it once), so only the first calibration of each dataset in a process needs it."""
     from sweeplab.engine.device import get_device, synchronize
     from sweeplab.store import open_store
 
@@ -91,25 +106,50 @@ def calibrate(cell: Cell) -> Calibration:
     with tempfile.TemporaryDirectory(prefix="sweeplab-calibration-") as tmp:
         store = open_store(f"sqlite:///{tmp}/calibration.sqlite")
         run_dir = Path(tmp) / "run"
-        # Set up once untimed: a dataset's first build prepares its cache and a process's first trainer
-        # loads TensorBoard; a sweep's runs pay neither (the cache is shared, each worker loads it once).
-        _setup(cfg, device, store, Path(tmp) / "warm-up").recorder.close()
+        if warm_up:
+            _setup(cfg, device, store, Path(tmp) / "warm-up").recorder.close()
         start = time.perf_counter()
         trainer = _setup(cfg, device, store, run_dir)
         setup_s = time.perf_counter() - start
         task, model = trainer.task, trainer.model
         try:
             step_s = _time_steps(trainer, lambda: synchronize(device))
-            eval_s = _timed(lambda: [task.evaluate(trainer.forward_model, s) for s in task.eval_splits])
-            checkpoint_s = _timed(lambda: trainer.save_checkpoint(1))
-            final_s = _timed(lambda: ([task.evaluate(trainer.forward_model, s) for s in task.final_splits],
-                                      task.finish(model, run_dir)))
+            eval_s = _time_evaluation(task, trainer.forward_model, task.eval_splits)
+            checkpoint_s = _time_checkpoint(trainer)
+            final_s = (_time_evaluation(task, trainer.forward_model, task.final_splits)
+                       + _timed(lambda: task.finish(model, run_dir)))
             log_s = _time_log(trainer)
         finally:
             trainer.recorder.close()
         return Calibration(setup_s, step_s, eval_s, checkpoint_s, final_s, task.batches_per_epoch(),
                            task.eval_interval(), log_s, len(task.eval_splits), len(task.final_splits),
                            cfg.train.log_every)
+
+
+def _time_evaluation(task: Any, model: Any, splits: tuple[str, ...]) -> float:
+    """Seconds of one evaluation of `splits`. A split of more than 2 x CALIBRATION_EVAL_BATCHES batches is
+    timed on that many after a warm-up batch and scaled by its batch count; a shorter one is timed whole,
+    after an untimed pass (a run evaluates many times: its first-call allocations are not the rate)."""
+    total = 0.0
+    for split in splits:
+        batches = task.eval_batch_count(split)
+        if batches is None or batches <= 2 * CALIBRATION_EVAL_BATCHES:
+            task.evaluate(model, split)
+            total += _timed(partial(task.evaluate, model, split))
+        else:
+            task.evaluate(model, split, limit_batches=1)
+            timed = _timed(partial(task.evaluate, model, split, limit_batches=CALIBRATION_EVAL_BATCHES))
+            total += timed * batches / CALIBRATION_EVAL_BATCHES
+    return total
+
+
+def _time_checkpoint(trainer: Any, repeats: int = 3) -> float:
+    """Median seconds of one checkpoint, after an untimed one (it also creates the folder). A run writes
+    one per epoch, so one slow write (the disk is shared) would count as many times: measured, 0.26 s
+    against 5-15 ms, x 30 epochs."""
+    trainer.save_checkpoint(1)
+    times = sorted(_timed(partial(trainer.save_checkpoint, epoch)) for epoch in range(2, 2 + repeats))
+    return times[len(times) // 2]
 
 
 def _time_log(trainer: Any, repeats: int = 3) -> float:
@@ -129,7 +169,8 @@ def _setup(cfg: Any, device: Any, store: Any, run_dir: Path) -> Any:
     seed_everything(cfg.seed)
     task = TASKS.get(cfg.task, key="task").obj(cfg, device)
     model = task.build()
-    run_id = store.create_run(key="calibration", name="calibration", task=cfg.task, config={}, env={})
+    # Run keys are unique in a store: the warm-up and the timed set-up each get their own.
+    run_id = store.create_run(key=f"calibration-{run_dir.name}", name="calibration", task=cfg.task, config={}, env={})
     return Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=True)
 
 
@@ -143,7 +184,8 @@ def _time_steps(trainer: Any, sync: Callable[[], None]) -> float:
         sync()
         times.append(time.perf_counter() - start)
         timed = times[1:]
-        if len(timed) >= CALIBRATION_STEPS or (len(timed) >= 3 and sum(timed) >= CALIBRATION_STEP_TIME_S):
+        if len(timed) >= CALIBRATION_MAX_STEPS or (len(timed) >= CALIBRATION_MIN_STEPS
+                                                   and sum(timed) >= CALIBRATION_STEP_TIME_S):
             break
     timed = times[1:] or times
     return sum(timed) / len(timed)
@@ -268,19 +310,19 @@ def make_plan(cells: list[Cell], done: set[str], *, budget: str | None, workers:
               scale: str | None, overrides: dict[str, Any], say: Callable[[str], None]) -> Plan:
     """Calibrate every distinct cell shape that still has to run, estimate, and choose the reductions."""
     start = time.perf_counter()
-    calibrations: dict[str, Calibration | str] = {}
+    calibrations = Calibrations(cells, done, say)
     plans = []
     with torch_threads(threads):
         for cell in cells:
             cp = CellPlan(cell.ident, cell.label, cell.seed, cell.key, done=cell.key in done)
             if not cp.done:
-                calibration = _calibration_for(cell, calibrations, say)
+                calibration = calibrations.get(cell)
                 if isinstance(calibration, str):
                     cp.error = calibration
                 else:
                     cp.unit, cp.full = unit_of(cell, calibration)
                     cp.est_full_s = calibration.cost(steps_of(cp.unit, cp.full, calibration))
-            plans.append((cp, calibrations.get(cost_signature(cell))))
+            plans.append((cp, calibrations.cache.get(cost_signature(cell))))
     calibration_s = time.perf_counter() - start
     budget_s = parse_budget(budget) if budget is not None else None
     plan = Plan(budget, budget_s, workers, scale, dict(overrides), [cp for cp, _ in plans], calibration_s)
@@ -288,15 +330,46 @@ def make_plan(cells: list[Cell], done: set[str], *, budget: str | None, workers:
     return plan
 
 
-def _calibration_for(cell: Cell, cache: dict[str, Calibration | str], say: Callable[[str], None]) -> Any:
-    signature = cost_signature(cell)
-    if signature not in cache:
-        say(f"calibrating {cell.label} ...")
-        try:
-            cache[signature] = calibrate(cell)
-        except UserError as exc:
-            cache[signature] = str(exc)
-    return cache[signature]
+class Calibrations:
+    """One calibration per cell shape (cost signature), with a progress line before and after each."""
+
+    def __init__(self, cells: list[Cell], done: set[str], say: Callable[[str], None]):
+        self.cache: dict[str, Calibration | str] = {}  # signature -> calibration, or why it failed
+        self.shapes = len({cost_signature(c) for c in cells if c.key not in done})
+        self.warm: set[str] = set()  # datasets already set up once in this process
+        self.say = say
+
+    def get(self, cell: Cell) -> Calibration | str:
+        signature = cost_signature(cell)
+        if signature not in self.cache:
+            self.say(f"calibrating {cell.label} (shape {len(self.cache) + 1} of {self.shapes}) ...")
+            data = _data_signature(cell)
+            start = time.perf_counter()
+            try:
+                self.cache[signature] = calibrate(cell, warm_up=data not in self.warm)
+            except UserError as exc:
+                self.cache[signature] = str(exc)
+            self.warm.add(data)
+            self.say(f"  {_describe(self.cache[signature], time.perf_counter() - start)}")
+        return self.cache[signature]
+
+
+def _data_signature(cell: Cell) -> str:
+    data = {k: v for k, v in flatten(cell.cfg.to_dict()).items() if k == "data" or k.startswith("data.")}
+    return repr((cell.cfg.task, sorted(data.items())))
+
+
+def _describe(calibration: Calibration | str, took_s: float) -> str:
+    """One short line (a narrow terminal wraps it): the rates that decide the estimate, and the time taken."""
+    if isinstance(calibration, str):
+        return f"failed: {calibration}"
+    c = calibration
+    return (f"{_duration(c.step_s)}/step x {c.batches_per_epoch} steps/epoch, evaluation {_duration(c.eval_s)}, "
+            f"end {_duration(c.final_s)} (took {_duration(took_s)})")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.3g} ms" if seconds < 1 else f"{seconds:.3g} s" if seconds < 100 else f"{seconds:.0f} s"
 
 
 def _choose(plan: Plan, plans: list[tuple[CellPlan, Any]], budget_s: float | None) -> None:
