@@ -114,9 +114,10 @@ def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
         task, model = trainer.task, trainer.model
         try:
             step_s = _time_steps(trainer, lambda: synchronize(device))
-            eval_s = _time_evaluation(task, trainer.forward_model, task.eval_splits)
+            rate: list[float] = []  # seconds per evaluation batch, once timed: every split's batches are alike
+            eval_s = _time_evaluation(task, trainer.forward_model, task.eval_splits, rate)
             checkpoint_s = _time_checkpoint(trainer)
-            final_s = (_time_evaluation(task, trainer.forward_model, task.final_splits)
+            final_s = (_time_evaluation(task, trainer.forward_model, task.final_splits, rate)
                        + _timed(lambda: task.finish(model, run_dir)))
             log_s = _time_log(trainer)
         finally:
@@ -126,20 +127,23 @@ def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
                            cfg.train.log_every)
 
 
-def _time_evaluation(task: Any, model: Any, splits: tuple[str, ...]) -> float:
+def _time_evaluation(task: Any, model: Any, splits: tuple[str, ...], rate: list[float]) -> float:
     """Seconds of one evaluation of `splits`. A split of more than 2 x CALIBRATION_EVAL_BATCHES batches is
-    timed on that many after a warm-up batch and scaled by its batch count; a shorter one is timed whole,
-    after an untimed pass (a run evaluates many times: its first-call allocations are not the rate)."""
+    timed on that many after a warm-up batch, and every long split is scaled by its batch count from that
+    rate (kept in `rate`: a task's evaluation batches have one size, whatever the split). A shorter split
+    is timed whole, after an untimed pass (a run evaluates many times: first-call allocations are not the rate)."""
     total = 0.0
     for split in splits:
         batches = task.eval_batch_count(split)
         if batches is None or batches <= 2 * CALIBRATION_EVAL_BATCHES:
             task.evaluate(model, split)
             total += _timed(partial(task.evaluate, model, split))
-        else:
+            continue
+        if not rate:
             task.evaluate(model, split, limit_batches=1)
             timed = _timed(partial(task.evaluate, model, split, limit_batches=CALIBRATION_EVAL_BATCHES))
-            total += timed * batches / CALIBRATION_EVAL_BATCHES
+            rate.append(timed / CALIBRATION_EVAL_BATCHES)
+        total += rate[0] * batches
     return total
 
 
