@@ -11,14 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from sweeplab.config import run_key
 from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
-from sweeplab.registry import MODELS
+from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import open_store
 from sweeplab.tasks import resolve
+from sweeplab.tasks.lm import SoftmaxCrossEntropy
 
 TINY = {"data": "text", "model.emsize": 16, "model.nhid": 16, "model.nlayers": 1, "model.dropout": 0.1,
         "train.batch_size": 4, "train.eval_batch_size": 4, "train.bptt": 12, "train.log_every": 5,
@@ -109,3 +112,57 @@ def test_sigterm_interrupts_and_the_run_resumes(tiny_corpus, tmp_path):
     (row,) = open_store(store_url).list_runs()
     assert row.status == "interrupted" and row.epoch >= 1
     assert b"resumable from epoch" in proc.stderr.read()
+
+
+# -- the training step's loss: SoftmaxCrossEntropy is F.cross_entropy, in fewer passes ------------------------
+
+@pytest.mark.parametrize("scale", [1.0, 300.0])  # 300: rows whose target's probability underflows in fp32
+def test_softmax_cross_entropy_equals_torch_value_and_gradient(scale):
+    torch.manual_seed(0)
+    logits = (torch.randn(50, 37, dtype=torch.double) * scale).requires_grad_()
+    y = torch.randint(0, 37, (50,))
+    ours = SoftmaxCrossEntropy.apply(logits, y)
+    (grad,) = torch.autograd.grad(ours * 3, logits)
+    expected = F.cross_entropy(logits, y)
+    torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * 3, logits)[0])
+    assert math.isfinite(float(ours.detach()))
+
+
+def test_softmax_cross_entropy_refuses_a_second_backward_rather_than_a_wrong_gradient():
+    logits = torch.randn(4, 5, requires_grad=True)
+    loss = SoftmaxCrossEntropy.apply(logits, torch.tensor([0, 1, 2, 3]))
+    loss.backward(retain_graph=True)  # the kept softmax became the gradient in place
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_softmax_cross_entropy_under_bf16_autocast_is_fp32_with_a_bf16_gradient():
+    torch.manual_seed(0)
+    weight = torch.randn(37, 16, requires_grad=True)
+    h, y = torch.randn(50, 16), torch.randint(0, 37, (50,))
+    results = []
+    for loss_fn in (SoftmaxCrossEntropy.apply, F.cross_entropy):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = h @ weight.T  # bf16 under autocast
+            loss = loss_fn(logits, y)
+        assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+        results.append((loss, torch.autograd.grad(loss, weight)[0]))
+    (ours, ours_grad), (expected, expected_grad) = results
+    torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(ours_grad, expected_grad, rtol=1e-2, atol=1e-3)
+
+
+def test_lm_step_runs_no_log_softmax_passes(tiny_corpus, tmp_path):
+    """The step's loss keeps one softmax and turns it into the gradient in place: no log_softmax output,
+    no zero-filled nll_loss gradient, no log_softmax backward over the vocabulary."""
+    cfg = tiny_cfg(tiny_corpus)
+    task = TASKS.get("lm").obj(cfg, torch.device("cpu"))
+    model = task.build()
+    trainer = Trainer(task, model, store=open_store(f"sqlite:///{tmp_path / 's.sqlite'}"), run_id="x", run_dir=tmp_path)
+    batch = next(iter(task.train_batches(1)))
+    with torch.profiler.profile() as prof:
+        trainer.train_step(batch)
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::mm" in ops and not ops & {"aten::_log_softmax", "aten::_log_softmax_backward_data",
+                                             "aten::nll_loss_backward"}
