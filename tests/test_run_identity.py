@@ -190,7 +190,10 @@ def _v2_store(path: Path, rows: list[tuple[str, RunConfig, str, dict]]) -> str:
     for i, (run_id, cfg, status, env) in enumerate(rows):
         config = cfg.to_dict()
         config["device"] = env.pop("asked", config["device"])
-        del config["train"]["nproc"]  # stored before train.nproc existed
+        for group, _, section in cfg.sections():  # stored before the neutral fields (train.nproc, ...) existed
+            for field_name, info in type(section).model_fields.items():
+                if info.json_schema_extra == NEUTRAL:
+                    del config[group][field_name]
         old_key = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         db.execute("insert into runs values (?, ?, ?, 'toy2d', ?, ?, null, null, 3, 30, ?, ?, null, ?, null, null)",
                    (run_id, old_key, run_id, json.dumps(config), status, 100.0 + i, 100.0 + i, json.dumps(env)))

@@ -49,8 +49,8 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 @TASKS.register("image")
 class ImageTask(Task):
-    capabilities = frozenset({"predict"})
     """Image classification: loss, top-1 and top-5 accuracy, a checkpoint per epoch."""
+    capabilities = frozenset({"predict"})
 
     name = "image"
     train_config = ImageTrainConfig

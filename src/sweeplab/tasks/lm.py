@@ -68,8 +68,8 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
 
 @TASKS.register("lm")
 class LanguageModelTask(Task):
-    capabilities = frozenset({"text", "attention"})
     """Word-level language model: train/valid/test perplexity, ms/batch, generated text, attention."""
+    capabilities = frozenset({"text", "attention"})
 
     name = "lm"
     train_config = LMTrainConfig

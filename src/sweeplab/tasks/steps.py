@@ -49,13 +49,13 @@ def convergence_step(points: list[tuple[int, float]], threshold: float) -> float
 
 
 class StepTask(Task):
-    capabilities = frozenset({"steps"})
     """Generated data, counted in steps: epoch e = steps (e-1)*eval_every+1 .. e*eval_every.
 
     Training batches are a pure function of (seed, epoch, batch index), so a run resumed from a
     checkpoint sees the same batches. Each evaluation scores a fresh batch drawn from (seed, epoch);
     the test set, scored once with the best weights, is the same for every run seed.
     """
+    capabilities = frozenset({"steps"})
 
     train_config = StepTrainConfig
     # The course report's settings: RMSprop, lr 1e-2, batch 128, clipping at max-norm 10, evaluation every 100 steps.

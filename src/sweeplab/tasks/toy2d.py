@@ -31,8 +31,8 @@ CONVERGED_WITHIN = 0.01  # convergence epoch: first evaluation within 1 point of
 
 @TASKS.register("toy2d")
 class Toy2DTask(Task):
-    capabilities = frozenset({"predict"})
     """Toy 2D classification (moons, circles, classification): PyTorch MLP vs NumPy MLP."""
+    capabilities = frozenset({"predict"})
 
     name = "toy2d"
     train_config = TrainConfig
