@@ -2,8 +2,8 @@
 
 1. Steps/s of the engine's training loop (a fresh batch generated each step, forward, backward, clip,
    RMSprop), read from the runs' own `train/ms_per_batch`: palindrome length 20 with the hand-written
-   `rnn` and `lstm`, addition with 10 digits and `gru`. Beside the hand-written models, a plain loop
-   with torch.nn.RNN / nn.LSTM of the same size shows what unrolling by hand costs.
+   `rnn` and `lstm`, addition with 10 digits and `gru`. Beside them, the hand-written model and
+   torch.nn.RNN / nn.LSTM of the same size in the same plain loop, taking turns: what unrolling by hand costs.
 2. The palindrome length sweep 5, 10, 15, 20 (vanilla RNN, course settings) at quick scale, each
    length a separate run through the runner: wall time per length and in all, test accuracy and
    convergence step.
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.models.sequence import HandLSTM, VanillaRNN
 from sweeplab.store import open_store
 from sweeplab.tasks import resolve
 
@@ -54,23 +56,41 @@ def engine_steps_per_s(task: str, overrides: dict, steps: int, store_url: str) -
     return 1000.0 / metrics["train/ms_per_batch"]
 
 
-def torch_rnn_steps_per_s(kind: str, length: int, steps: int) -> float:
-    """The same model size with torch's own layer in a plain loop (scalar input, batch 128, hidden 128)."""
-    rnn = {"rnn": nn.RNN, "lstm": nn.LSTM}[kind](1, 128, batch_first=True)
-    head = nn.Linear(128, 10)
-    params = [*rnn.parameters(), *head.parameters()]
-    opt = torch.optim.RMSprop(params, lr=1e-2)
+def plain_loop_steps_per_s(kind: str, length: int, steps: int, rounds: int = 5) -> dict[str, float]:
+    """The hand-written model and torch's own layer of the same size (scalar input, batch 128, hidden 128)
+    in the same plain loop on a fixed batch, taking turns in `rounds` rounds (median): what unrolling by
+    hand costs, apart from the engine's data generation and bookkeeping."""
     x, y = torch.randint(0, 10, (128, length - 1, 1)).float(), torch.randint(0, 10, (128,))
-    for i in range(steps + 10):
-        if i == 10:  # warm-up steps are not timed
+    hand = {"rnn": VanillaRNN, "lstm": HandLSTM}[kind](1, 128, 10)
+    layer, head = {"rnn": nn.RNN, "lstm": nn.LSTM}[kind](1, 128, batch_first=True), nn.Linear(128, 10)
+    loops = {"hand": _plain_loop(list(hand.parameters()), hand, x, y),
+             "torch_layer": _plain_loop([*layer.parameters(), *head.parameters()],
+                                        lambda v: head(layer(v)[0][:, -1]), x, y)}
+    for step in loops.values():
+        for _ in range(10):  # warm-up steps are not timed
+            step()
+    per_round = max(steps // rounds, 1)
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, step in loops.items():
             start = time.perf_counter()
-        out, _ = rnn(x)
-        loss = F.cross_entropy(head(out[:, -1]), y)
+            for _ in range(per_round):
+                step()
+            times[name].append(per_round / (time.perf_counter() - start))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _plain_loop(params: list, model, x: torch.Tensor, y: torch.Tensor):
+    opt = torch.optim.RMSprop(params, lr=1e-3)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
-    return steps / (time.perf_counter() - start)
+
+    return step
 
 
 def length_sweep(quick_steps: int, store_url: str) -> dict:
@@ -92,17 +112,22 @@ def throughput(steps: int, threads: list[int], root: str) -> dict[str, dict[str,
         for name, (task, overrides) in THROUGHPUT.items():
             rows[name][f"engine@{n}"] = round(engine_steps_per_s(task, overrides, steps, store_url), 1)
             if task == "palindrome":
-                rows[name][f"torch_layer@{n}"] = round(torch_rnn_steps_per_s(overrides["model"], 20, steps), 1)
+                plain = plain_loop_steps_per_s(overrides["model"], 20, steps)
+                rows[name][f"hand_plain@{n}"] = round(plain["hand"], 1)
+                rows[name][f"torch_layer@{n}"] = round(plain["torch_layer"], 1)
+                rows[name][f"hand_vs_torch@{n}"] = round(plain["hand"] / plain["torch_layer"], 3)
     return rows
 
 
 def markdown(report: dict) -> str:
     threads = report["machine"]["threads_measured"]
-    head = [f"engine, {n} thread(s)" for n in threads] + [f"torch layer, plain loop, {n} thread(s)" for n in threads]
+    head = ([f"engine, {n} thread(s)" for n in threads] + [f"hand-written, plain loop, {n} thread(s)" for n in threads]
+            + [f"torch layer, plain loop, {n} thread(s)" for n in threads] + [f"hand / torch, {n} thread(s)" for n in threads])
     lines = ["| configuration (steps/s) | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name, row in report["throughput"].items():
         cells = [f"{row[f'engine@{n}']:.0f}" for n in threads]
-        cells += [f"{row[f'torch_layer@{n}']:.0f}" if f"torch_layer@{n}" in row else "—" for n in threads]
+        for key, fmt in (("hand_plain", ".0f"), ("torch_layer", ".0f"), ("hand_vs_torch", ".2f")):
+            cells += [f"{row[f'{key}@{n}']:{fmt}}" if f"{key}@{n}" in row else "—" for n in threads]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     sweep = report["sweep"]
     lines += ["", f"Palindrome length sweep, vanilla RNN, course settings, {sweep['quick_steps']} steps per run, "

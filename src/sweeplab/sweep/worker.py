@@ -84,8 +84,18 @@ def record_failure(store: Store, job: Job, error: str, trace: str | None = None,
     return run_id
 
 
+def quiet_openmp() -> None:
+    """Idle OpenMP threads sleep at once instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user chose.
+
+    Spinning threads wait for CPU time that other processes on the same cores hold: on 2 shared cores the
+    palindrome steps ran 6-13x slower with 2 threads than with 1 under OpenMP's default, and as fast or
+    faster with 2 when passive (benchmarks/RESULTS.md, issue 12). OpenMP reads it once, as torch loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def worker_main(conn: Connection, store_url: str, threads: int) -> None:
     """A local worker process: set its share of the cores, then train the cells the parent sends."""
+    quiet_openmp()  # before torch loads OpenMP, which reads its settings once
     import torch
 
     import sweeplab.tasks  # noqa: F401 - fills the registries before the first cell arrives
