@@ -51,11 +51,12 @@ def lm_run(tiny_corpus, store_url):
                          ids=["invalid-utf8", "nul-bytes"])
 def test_binary_train_txt_is_one_line_and_caches_nothing(content, tiny_corpus, store_url, tmp_path):
     (tiny_corpus / "train.txt").write_bytes(content)
+    cache = tmp_path.parent / "cache"  # conftest's SWEEPLAB_CACHE, shared by the session's tests
+    before = set(cache.glob("tokens-*"))
     result = invoke("run", "lm", *TINY, f"data.path={tiny_corpus}", "--store", store_url)
     one_error_line(result, str(tiny_corpus / "train.txt"), "UTF-8 text")
     assert open_store(store_url).list_runs() == []
-    cache = tmp_path.parent / "cache"  # conftest's SWEEPLAB_CACHE
-    assert not list(cache.glob("tokens-*")) if cache.exists() else True
+    assert set(cache.glob("tokens-*")) == before
 
 
 def test_binary_tinyimagenet_index_is_one_line(tmp_path, store_url):
