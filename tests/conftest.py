@@ -26,6 +26,7 @@ def _private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """Every test gets its own prepared-data cache and default store; nothing touches ~/.cache or ./runs."""
     monkeypatch.setenv("SWEEPLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("SWEEPLAB_STORE", raising=False)
+    monkeypatch.delenv("SWEEPLAB_ARTIFACTS", raising=False)  # `--artifacts` sets it for the processes a command starts
 
 
 @pytest.fixture

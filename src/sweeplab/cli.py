@@ -61,6 +61,19 @@ out = Console()
 
 EXIT_CODES = {"diverged": 3, "interrupted": 130, "failed": 1}  # SPEC §1; 130 as for Ctrl-C
 STORE = typer.Option(None, "--store", help="store URL (default $SWEEPLAB_STORE or sqlite:///runs/sweeplab.sqlite)")
+ARTIFACTS = typer.Option(None, "--artifacts", metavar="URI",
+                         help="where runs keep checkpoints, events, figures: a folder (shared for clusters) or "
+                              "s3://bucket/prefix (default $SWEEPLAB_ARTIFACTS, else the SQLite file's folder or ./runs); "
+                              "a stored run is found where its row says")
+
+
+def use_artifacts(uri: str | None) -> str | None:
+    """--artifacts holds for this process and every process it starts (sweep workers, DDP ranks)."""
+    if uri:
+        import os
+
+        os.environ["SWEEPLAB_ARTIFACTS"] = uri
+    return uri
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -75,6 +88,7 @@ def run(ctx: typer.Context,
         device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
         name: str | None = typer.Option(None, "--name", help="run name (default TASK-MODEL-KEY)"),
         wait: bool = typer.Option(False, "--wait", help="if another process trains this run, wait for it to end"),
+        artifacts: str | None = ARTIFACTS,
         show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys")) -> None:
     """Train one run of TASK (resumes an interrupted run of the same config)."""
     from sweeplab.config import parse_overrides, run_key
@@ -95,7 +109,8 @@ def run(ctx: typer.Context,
     if dump_config:
         out.print_json(data={**cfg.to_dict(), "key": run_key(cfg)})
         return
-    result = execute(cfg, open_store(store), RunOptions(name=name, dry_run=dry_run, quiet=False, wait=wait))
+    db = open_store(store, use_artifacts(artifacts))
+    result = execute(cfg, db, RunOptions(name=name, dry_run=dry_run, quiet=False, wait=wait))
     if as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:
@@ -160,19 +175,21 @@ def runs_list(store: str | None = STORE, task: str | None = typer.Option(None, h
 
 @runs_app.command("show")
 def runs_show(run_ref: str = typer.Argument(..., metavar="RUN", help="run id, id prefix or name"),
-              store: str | None = STORE) -> None:
+              store: str | None = STORE, artifacts_root: str | None = ARTIFACTS) -> None:
     """Everything stored about one run: config, environment, summary, artifacts."""
     from sweeplab.store import open_store
+    from sweeplab.store.artifacts import shown
 
-    db = open_store(store)
+    db = open_store(store, use_artifacts(artifacts_root))
     row = db.get_run(run_ref)
-    run_dir = db.run_dir(row.id)
-    artifacts = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()) if run_dir.exists() else []
+    artifacts = db.artifact_files(row.id)
     out.print_json(data={"id": row.id, "name": row.name, "key": row.key, "task": row.task, "status": row.status,
                          "epoch": row.epoch, "step": row.step, "error": row.error, "note": row.note,
-                         "sweep": row.sweep, "cell": row.cell, "config": row.config, "env": row.env,
+                         "held_by": db.holder(row), "sweep": row.sweep, "cell": row.cell, "config": row.config,
+                         "env": row.env,
                          "summary": {k: (v if v == v else None) for k, v in db.summary(row.id).items()},
-                         "metric_rows": len(db.metrics(row.id)), "artifacts": artifacts})
+                         "metric_rows": len(db.metrics(row.id)), "artifacts_at": shown(row.artifacts or ""),
+                         "artifacts": artifacts})
 
 
 @runs_app.command("export")
@@ -235,13 +252,13 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
              temperature: float = typer.Option(1.0, help="higher: more diverse"),
              top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k likeliest words, 0 = all"),
              seed: int = typer.Option(1111), prompt: str = typer.Option("", help="text to continue"),
-             store: str | None = STORE) -> None:
+             store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Text from a language-model run's best checkpoint."""
     from sweeplab.report.lm_artifacts import generate as sample
     from sweeplab.report.lm_artifacts import load_lm
     from sweeplab.store import open_store
 
-    db = open_store(store)
+    db = open_store(store, use_artifacts(artifacts))
     model, dictionary, _ = load_lm(db, db.get_run(run_ref))
     print(sample(model, dictionary, words=words, temperature=temperature, top_k=top_k, seed=seed, prompt=prompt))
 
@@ -250,7 +267,7 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
 def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
               text: str = typer.Option("", help="text to attend over (default: the run's validation text)"),
               out_file: Path = typer.Option(Path("attention.svg"), "--out", help=".svg or .png"),
-              store: str | None = STORE) -> None:
+              store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Attention heat maps (a row per layer, a column per head) of a Transformer LM run."""
     from sweeplab.report.lm_artifacts import load_lm, save_attention
     from sweeplab.store import open_store
@@ -258,7 +275,7 @@ def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
     if out_file.suffix not in (".svg", ".png"):
         raise UserError(f"--out: {out_file} must end in .svg or .png")
     check_output_file(out_file, "--out")
-    db = open_store(store)
+    db = open_store(store, use_artifacts(artifacts))
     run = db.get_run(run_ref)
     model, dictionary, _ = load_lm(db, run)
     tokens = text.split() or _validation_text(run)
@@ -328,12 +345,12 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
 def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME",
                                                 help="experiment files or stored sweep names"),
            out_dir: Path | None = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
-           store: str | None = STORE) -> None:
+           store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """index.html (self-contained), report.md and figures/ from the run store only."""
     from sweeplab.report.build import default_out_dir, write_report
     from sweeplab.store import open_store
 
-    written = write_report(targets, open_store(store), out_dir or default_out_dir(targets))
+    written = write_report(targets, open_store(store, use_artifacts(artifacts)), out_dir or default_out_dir(targets))
     print(f"report: {written.html} and {written.markdown} ({len(written.figures)} figure files)")
 
 
@@ -342,18 +359,23 @@ def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWE
 def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="an experiment file"),
           overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE applied to every cell, last"),
           workers: int = typer.Option(1, "--workers", min=1, help="local worker processes sharing the cores"),
-          executor: str = typer.Option("local", "--executor", help="local or ray (ray needs a PostgreSQL store)"),
+          executor: str = typer.Option("local", "--executor", help="local or ray (ray needs a PostgreSQL store and "
+                                                                   "artifacts every node sees)"),
+          address: str | None = typer.Option(None, "--address", help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 "
+                                                                     "(default $RAY_ADDRESS, else the one `ray start` "
+                                                                     "began on this machine)"),
           scale: str | None = typer.Option(None, "--scale", help="quick or full (default: quick)"),
           budget: str | None = typer.Option(None, "--budget", help="fit the table in this time, e.g. 20m"),
           plan: bool = typer.Option(False, "--plan", help="print the plan and its time estimate; train nothing"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed cells again"),
-          store: str | None = STORE) -> None:
+          store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Run every cell of an experiment file; finished cells are skipped, interrupted ones resume."""
     from sweeplab.config import parse_overrides
     from sweeplab.sweep.run import SweepOptions, run_sweep
 
     opts = SweepOptions(scale=scale, workers=workers, executor=executor, budget=budget, plan_only=plan,
-                        store_url=store, retry_failed=retry_failed, overrides=parse_overrides(overrides or []))
+                        store_url=store, artifacts=use_artifacts(artifacts), address=address, retry_failed=retry_failed,
+                        overrides=parse_overrides(overrides or []))
     try:
         result = run_sweep(experiment, opts, out)
     except KeyboardInterrupt:
@@ -398,12 +420,12 @@ def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run 
             as_json: bool = typer.Option(False, "--json", help="the whole comparison as one JSON object"),
             limit: int = typer.Option(20, min=0, help="differing samples listed in the table"),
             device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
-            store: str | None = STORE) -> None:
+            store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Where two checkpoints predict differently: agreement, accuracies, per-class deltas, who is right."""
     from sweeplab.engine.compare import compare_runs, print_comparison
     from sweeplab.store import open_store
 
-    result = compare_runs(open_store(store), run_a, run_b, split=split, device=device)
+    result = compare_runs(open_store(store, use_artifacts(artifacts)), run_a, run_b, split=split, device=device)
     if as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:

@@ -55,6 +55,12 @@ class Recorder:
         for name, value in values.items():
             self.tb.add_scalar(f"{split}/{name}", value, step)
 
+    def sync(self) -> None:
+        """After a checkpoint: events and checkpoints reach the artifact storage (a no-op for a folder, written
+        in place; an object store gets the new files), so a resume on another machine starts from here."""
+        self.tb.flush()
+        self.store.push_artifacts(self.run_id)
+
     def close(self) -> None:
         if self.write:
             self.tb.close()
@@ -224,6 +230,7 @@ class Trainer:
                 # file turns out unreadable, a resume falls back to it (prune_final applies the policy).
                 kept_before = [e for e in previous if e < epoch][-1:]
                 checkpoint.prune(self.run_dir, {epoch, self.state.best_epoch, *kept_before})
+            self.recorder.sync()
         self.dist.barrier()  # every rank may read it (best weights at the end) once it is there
 
     def restore_latest(self) -> int:

@@ -120,7 +120,7 @@ def load_run(store: Store, row: RunRow) -> RunData:
     series: dict[str, list[Point]] = {}
     for m in store.metrics(row.id):
         series.setdefault(m.key, []).append(Point(m.epoch, m.step, m.value))
-    return RunData(row, series, store.summary(row.id), store.run_dir(row.id))
+    return RunData(row, series, store.summary(row.id), store.run_dir(row.id, checkpoints=False))  # figures, text
 
 
 def _sortable(seed: Any) -> tuple[int, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sweeplab.errors import UserError
+from sweeplab.store.artifacts import Artifacts, RunFolder
 from sweeplab.store.schema import MIGRATIONS, metrics, runs, schema_version, summaries, sweeps
 
 FINAL_STATUSES = ("finished", "diverged", "imported")
@@ -86,8 +87,9 @@ class Metric:
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, artifacts: str | None = None):
         self.url = url
+        self._folders: dict[str, RunFolder] = {}  # run id -> its artifact folder, once looked up
         self._leases: dict[str, str] = {}  # run id -> owner, for the runs this process holds
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
@@ -113,6 +115,8 @@ class Store:
             self._migrate()
         except sa.exc.SQLAlchemyError as exc:
             raise UserError(_open_error(url, exc)) from None
+        # Where new runs keep their files: --artifacts, $SWEEPLAB_ARTIFACTS, else beside a SQLite file / ./runs
+        self.artifacts = Artifacts(artifacts or os.environ.get("SWEEPLAB_ARTIFACTS") or str(self.root))
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -148,7 +152,8 @@ class Store:
                 conn.execute(runs.insert().values(
                     id=run_id, key=key, name=name, task=task, config=json.dumps(config), status=status,
                     sweep=sweep, cell=cell, epoch=0, step=0, created_at=now, started_at=now,
-                    env=json.dumps(env), note=note, owner=owner, heartbeat_at=self._now_sql() if owner else None))
+                    env=json.dumps(env), note=note, owner=owner, heartbeat_at=self._now_sql() if owner else None,
+                    artifacts=self.artifacts.run_uri(run_id)))
         except sa.exc.IntegrityError:
             return None
         if owner:
@@ -177,7 +182,9 @@ class Store:
         return run_id in self._leases
 
     def release(self, run_id: str, **values: Any) -> None:
-        """The run's last change by its owner (its end status), and the end of the lease."""
+        """The run's last change by its owner (its end status), and the end of the lease. Its artifacts
+        reach their storage first: a run nobody holds has all its files where its row says."""
+        self.push_artifacts(run_id)
         self.update_run(run_id, owner=None, **values)
 
     def holder(self, row: RunRow) -> str | None:
@@ -201,6 +208,7 @@ class Store:
             return False
         if "env" in values:
             values["env"] = json.dumps(values["env"])
+        values.setdefault("artifacts", row.artifacts or self.artifacts.run_uri(row.id))  # resume where it left files
         query = runs.update().where(runs.c.id == row.id, runs.c.status == row.status,
                                     _same(runs.c.owner, row.owner), _same(runs.c.heartbeat_at, row.heartbeat_at))
         with self.engine.begin() as conn:
@@ -364,8 +372,31 @@ class Store:
             return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in conn.execute(query)}
 
     # -- artifacts ------------------------------------------------------------------------
-    def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+    def run_dir(self, run_id: str, *, checkpoints: bool = True) -> Path:
+        """The local folder holding the run's artifacts, wherever the run row says they are stored (a remote
+        store's files are pulled into a local copy first; `checkpoints=False` leaves the big files there)."""
+        return self._folder(run_id).pull(checkpoints=checkpoints)
+
+    def artifact_files(self, run_id: str) -> list[str]:
+        """The run's stored artifact files (names relative to its folder), listed where they are stored."""
+        return self._folder(run_id).files()
+
+    def push_artifacts(self, run_id: str) -> None:
+        """Send the run's new artifact files to their storage; only while no other process holds the run."""
+        folder = self._folders.get(run_id)
+        if folder is None or not folder.mirrored:  # a folder is written in place: nothing to send
+            return
+        held_here = run_id in self._leases
+        if (held_here and not self.heartbeat(run_id)) or (not held_here and self.get_run(run_id).owner):
+            return  # the run is another process's now: its files are its own to write
+        folder.push()
+
+    def _folder(self, run_id: str) -> RunFolder:
+        if run_id not in self._folders:
+            with self.engine.connect() as conn:
+                uri = conn.execute(sa.select(runs.c.artifacts).where(runs.c.id == run_id)).scalar()
+            self._folders[run_id] = self.artifacts.folder(uri, run_id)
+        return self._folders[run_id]
 
 
 def _sweep_dict(row: Any) -> dict[str, Any]:
@@ -464,5 +495,5 @@ def redact(url: str) -> str:
         return url.split("@")[-1]
 
 
-def open_store(url: str | None = None) -> Store:
-    return Store(url or default_store_url())
+def open_store(url: str | None = None, artifacts: str | None = None) -> Store:
+    return Store(url or default_store_url(), artifacts)

@@ -37,6 +37,8 @@ class SweepOptions:
     budget: str | None = None  # e.g. "20m"
     plan_only: bool = False
     store_url: str | None = None
+    artifacts: str | None = None  # artifact root URI (default $SWEEPLAB_ARTIFACTS, else beside the store / ./runs)
+    address: str | None = None  # Ray cluster address (default $RAY_ADDRESS, else the cluster `ray start` began here)
     retry_failed: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # KEY=VALUE from the command line
     interactive: bool | None = None  # live table; default: when stderr is a terminal
@@ -63,7 +65,7 @@ def run_sweep(path: str | Path, opts: SweepOptions, console: Console | None = No
     scale = pick_scale(experiment, opts.scale, where)
     cells = expand(experiment, scale, opts.overrides, where)
     _check_options(opts)
-    store = open_store(opts.store_url)
+    store = open_store(opts.store_url, opts.artifacts)
     threads = threads_per_worker(opts.workers)
     plan = None
     if opts.budget is not None or opts.plan_only:
@@ -84,7 +86,7 @@ def _check_options(opts: SweepOptions) -> None:
     if opts.budget is not None:
         parse_budget(opts.budget)
     if opts.executor == "ray":
-        check_ray(opts.store_url or os.environ.get("SWEEPLAB_STORE") or "sqlite:///")
+        check_ray(opts.store_url or os.environ.get("SWEEPLAB_STORE") or "sqlite:///", opts.address, opts.artifacts)
     if "seed" in opts.overrides:
         raise UserError("seed: a sweep's seeds come from the experiment file's `seeds:` (n or a list)")
 
@@ -166,7 +168,7 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
         board.skipped(index, row.status, row.id, reason if row.status not in FINAL_STATUSES else None)
     with board:
         if opts.executor == "ray":
-            outcomes = run_ray(jobs, store, board)
+            outcomes = run_ray(jobs, store, board, address=opts.address)
         else:
             outcomes = run_local(jobs, store, opts.workers, threads, board) if jobs else []
     user_errors = sum(1 for o in outcomes if o.user_error)

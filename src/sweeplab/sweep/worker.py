@@ -81,6 +81,7 @@ def record_failure(store: Store, job: Job, error: str, trace: str | None = None,
         run_dir = store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "traceback.txt").write_text(trace)
+        store.push_artifacts(run_id)
     return run_id
 
 
@@ -93,7 +94,7 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def worker_main(conn: Connection, store_url: str, threads: int) -> None:
+def worker_main(conn: Connection, store_url: str, threads: int, artifacts: str | None = None) -> None:
     """A local worker process: set its share of the cores, then train the cells the parent sends."""
     quiet_openmp()  # before torch loads OpenMP, which reads its settings once
     import torch
@@ -104,7 +105,7 @@ def worker_main(conn: Connection, store_url: str, threads: int) -> None:
     # SIGTERM, which `execute` turns into a clean `interrupted` (resumable) run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)  # N workers x (cores // N) threads: no oversubscription
-    store = open_store(store_url)
+    store = open_store(store_url, artifacts)
     while True:
         try:
             job = conn.recv()

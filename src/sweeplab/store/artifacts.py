@@ -1,0 +1,188 @@
+"""Where a run's artifacts live: a folder (on this machine, or shared by all, e.g. NFS) or an object store.
+
+`--artifacts URI` / `$SWEEPLAB_ARTIFACTS` names the root; each run's files sit under `<root>/<run_id>/`
+(checkpoints/, tb/, figures, generated text, vocabularies) and the run row records that location, so
+`resume`, `report`, `generate`, `attention` and `compare` find them wherever the run was trained.
+
+A folder is read and written in place. An fsspec URL (`s3://bucket/prefix`, with s3fs installed) is
+mirrored: the code reads and writes a local copy under the cache, `pull` brings the stored files down
+and `push` sends what changed up, one PUT per file, which an object store applies atomically (a reader
+sees the old checkpoint or the new one, never part of one). Ray Train keeps its `storage_path` the
+same way. Files whose names start with "." (an atomic write's temp file) never travel.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from sweeplab.errors import UserError
+
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "memory")  # a single PUT replaces a key atomically
+CHECKPOINTS = "checkpoints"
+
+
+def is_remote(uri: str) -> bool:
+    """An fsspec URL other than a plain file path (`file://` is a folder like any other)."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+
+
+def shown(uri: str) -> str:
+    """A URI without any credentials written into it (fsspec accepts s3://KEY:SECRET@bucket)."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return uri
+
+
+class Artifacts:
+    """The artifact root of a store: where new runs put their files."""
+
+    def __init__(self, root: str):
+        self.remote = is_remote(root)
+        self.root = root.rstrip("/") if self.remote else str(local_path(root).resolve())
+        if self.remote:
+            _filesystem(self.root)  # fail now, in one line, if the backend is not installed
+
+    def run_uri(self, run_id: str) -> str:
+        return f"{self.root}/{run_id}" if self.remote else str(Path(self.root) / run_id)
+
+    def folder(self, uri: str | None, run_id: str) -> RunFolder:
+        """The folder of a run: where its row says (a moved folder of runs is looked for under this root)."""
+        uri = uri or self.run_uri(run_id)
+        if is_remote(uri):
+            return RemoteFolder(uri)
+        if not local_path(uri).exists() and not self.remote and (Path(self.root) / run_id).exists():
+            uri = self.run_uri(run_id)  # e.g. a copy of runs/ on another machine: the recorded path is elsewhere
+        return RunFolder(uri)
+
+
+class RunFolder:
+    """A run's artifact folder on a file system this machine mounts: read and written in place."""
+
+    mirrored = False  # written through a local copy that `push` sends
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.path = local_path(uri)
+
+    def pull(self, *, checkpoints: bool = True) -> Path:
+        return self.path
+
+    def push(self) -> None:
+        """Nothing to send: every write already landed in the (shared) folder."""
+
+    def files(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file())
+
+
+class RemoteFolder(RunFolder):
+    """A run's artifacts in an object store, mirrored in a local folder under the cache."""
+
+    mirrored = True
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.remote = _filesystem(uri)
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        self.path = _cache_root() / digest / uri.rstrip("/").rsplit("/", 1)[-1]
+        self._synced: dict[str, tuple[int, int]] = {}  # relative name -> (size, mtime_ns) as last pulled/pushed
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.atomic_put = any(p in OBJECT_STORES for p in protocols)
+
+    def pull(self, *, checkpoints: bool = True) -> Path:
+        """Make the local copy equal the stored files (checkpoints too, unless told not to)."""
+        stored = self._stored()
+        if not checkpoints:
+            stored = {k: v for k, v in stored.items() if not k.startswith(CHECKPOINTS + "/")}
+        for name, size in stored.items():
+            local = self.path / name
+            if not local.is_file() or local.stat().st_size != size:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tmp = local.with_name(f".{local.name}.part")
+                self.fs.get_file(f"{self.remote}/{name}", str(tmp))
+                os.replace(tmp, local)  # a half-downloaded checkpoint never looks like a checkpoint
+            self._synced[name] = _signature(local)
+        for name in set(self._local()) - set(stored):  # e.g. checkpoints another node pruned since
+            if checkpoints or not name.startswith(CHECKPOINTS + "/"):
+                (self.path / name).unlink(missing_ok=True)
+                self._synced.pop(name, None)
+        return self.path
+
+    def push(self) -> None:
+        """Send files new or changed since the last pull/push; drop stored files deleted here (pruned)."""
+        local = self._local()
+        for name, signature in local.items():
+            if self._synced.get(name) != signature:
+                self._put(self.path / name, f"{self.remote}/{name}")
+                self._synced[name] = signature
+        for name in [n for n in self._synced if n not in local]:
+            self.fs.rm_file(f"{self.remote}/{name}")
+            del self._synced[name]
+
+    def files(self) -> list[str]:
+        return sorted(self._stored())
+
+    def _put(self, source: Path, target: str) -> None:
+        if self.atomic_put:
+            self.fs.put_file(str(source), target)
+            return
+        tmp = target.rsplit("/", 1)
+        tmp = f"{tmp[0]}/.{tmp[1]}.part"
+        self.fs.put_file(str(source), tmp)
+        self.fs.mv(tmp, target)
+
+    def _stored(self) -> dict[str, int]:
+        try:
+            found = self.fs.find(self.remote, detail=True)
+        except FileNotFoundError:
+            return {}
+        prefix = self.remote.rstrip("/") + "/"
+        return {path[len(prefix):]: int(info.get("size") or 0) for path, info in found.items()
+                if path.startswith(prefix) and not _hidden(path[len(prefix):]) and info.get("type") != "directory"}
+
+    def _local(self) -> dict[str, tuple[int, int]]:
+        if not self.path.is_dir():
+            return {}
+        return {str(p.relative_to(self.path)): _signature(p) for p in self.path.rglob("*")
+                if p.is_file() and not _hidden(str(p.relative_to(self.path)))}
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _hidden(name: str) -> bool:
+    return any(part.startswith(".") for part in name.split("/"))
+
+
+def _cache_root() -> Path:
+    """Local copies of remote artifacts: inside the cache (they can always be pulled again)."""
+    return Path(os.environ.get("SWEEPLAB_CACHE") or Path.home() / ".cache" / "sweeplab" / "cache") / "artifacts"
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """(fsspec file system, path inside it) for a URL, or one line saying what to install."""
+    try:
+        import fsspec
+    except ImportError:
+        raise UserError(f"--artifacts {shown(uri)}: fsspec is not installed; pip install 'sweeplab[s3]' "
+                        "(or use a folder path)") from None
+    try:
+        return fsspec.core.url_to_fs(uri)
+    except ImportError as exc:
+        scheme = uri.split("://", 1)[0]
+        extra = "pip install 'sweeplab[s3]'" if scheme in ("s3", "s3a") else f"install fsspec's {scheme} backend"
+        raise UserError(f"--artifacts {shown(uri)}: the {scheme}:// backend is not installed ({exc}); {extra}, "
+                        "or use a folder path") from None
+    except ValueError as exc:
+        raise UserError(f"--artifacts {shown(uri)}: not a storage URL fsspec knows ({exc}); expected a folder path "
+                        "or a URL such as s3://bucket/prefix") from None

@@ -1,0 +1,342 @@
+"""`sweep --executor ray` on a real Ray cluster of two worker nodes (plus a head that trains nothing), all on
+127.0.0.1, against the real PostgreSQL server, with a shared temp folder as artifact root. Every node runs
+from its own working directory, none of them the driver's, so nothing can be found by accident in ./runs.
+
+PostgreSQL credentials reach the workers the way the README says: PGPASSWORD in the nodes' environment
+(libpq reads it); the tasks get the store URL without its password.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from tests.sweep_helpers import invoke, metric_ids
+from tests.test_store_postgres import URL as PG_URL
+from tests.test_store_postgres import pg_url  # noqa: F401 - the fixture
+
+from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.store import open_store
+from sweeplab.sweep import executors
+from sweeplab.sweep.expand import expand
+from sweeplab.sweep.experiment import load_experiment
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+needs_postgres = pytest.mark.skipif(not PG_URL, reason="no PostgreSQL server: set SWEEPLAB_TEST_POSTGRES=postgresql://...")
+LEASE_S = "4"  # a takeover after a node dies is quick; heartbeats every second
+CLI = [sys.executable, "-c", "from sweeplab.cli import main; main()"]
+
+
+def plain(url: str) -> str:
+    """The URL without its password: the nodes and the driver read it from PGPASSWORD."""
+    return executors.url_without_password(url)
+
+
+def password() -> str:
+    return sa.engine.make_url(PG_URL).password or ""
+
+
+# ------------------------------------------------------------------------------------- the cluster
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head (0 CPUs: it schedules, never trains) + two 1-CPU worker nodes, each started in its own folder."""
+    if not PG_URL:
+        pytest.skip("no PostgreSQL server: set SWEEPLAB_TEST_POSTGRES=postgresql://...")
+    from ray.cluster_utils import Cluster
+
+    root = tmp_path_factory.mktemp("ray")
+    env = {"OMP_NUM_THREADS": "1", "SWEEPLAB_LEASE_S": LEASE_S, "PGPASSWORD": password(),
+           # Ray turns a 127.0.0.1 address into this machine's outside address unless told the cluster is one
+           # machine's; with it, every process and every connection stays on loopback.
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    ray_constants = sys.modules["ray._private.ray_constants"]
+    one_machine, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False  # read at import: set here too
+    cwd = Path.cwd()
+    try:
+        os.chdir(_folder(root / "head"))
+        started = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                                "include_dashboard": False})
+        for name in ("node-a", "node-b"):
+            os.chdir(_folder(root / name))  # its raylet, and so its workers, start here
+            started.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    except Exception as exc:  # noqa: BLE001 - Ray could not start here: say why
+        os.chdir(cwd)
+        pytest.skip(f"a local Ray cluster could not start: {exc}")
+    finally:
+        os.chdir(cwd)
+    started.root = root
+    yield started
+    ray.shutdown()
+    started.shutdown()
+    ray_constants.ENABLE_RAY_CLUSTER = one_machine
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def add_worker_node(cluster) -> None:
+    cwd = Path.cwd()
+    os.chdir(_folder(cluster.root / f"node-{len(cluster.worker_nodes) + 2}"))
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture
+def pg(request) -> str:
+    """A fresh PostgreSQL database (with its password) for the test."""
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """The driver's folder (the cwd), a shared artifact folder, a third folder for reports."""
+    for name in ("driver", "shared", "elsewhere"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "driver")
+    return tmp_path / "driver", tmp_path / "shared", tmp_path / "elsewhere"
+
+
+def toy_experiment(folder: Path, name: str, variants: dict, epochs: int = 3) -> Path:
+    spec = {"name": name, "title": "toy2d on Ray", "task": "toy2d",
+            "base": {"data": "moons", "data.n_samples": 400, "train.batch_size": 8, "train.epochs": epochs},
+            "variants": variants, "columns": [{"title": "Test acc", "metric": "test/acc"}],
+            "figures": [{"kind": "curves", "metrics": ["train/loss"]}, {"kind": "boundary"}], "scales": {}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sweep_command(path: Path, pg: str, shared: Path, cluster) -> list[str]:
+    return [*CLI, "sweep", str(path), "--executor", "ray", "--address", cluster.address, "--store", plain(pg),
+            "--artifacts", str(shared)]
+
+
+def duplicated(store, run_id: str) -> list:
+    counts = Counter((m.step, m.epoch, m.split, m.name) for m in store.metrics(run_id))
+    return [row for row, n in counts.items() if n > 1]
+
+
+def train_epochs(store, run_id: str) -> list[int]:
+    return [m.epoch for m in store.metrics(run_id) if m.key == "train/loss"]
+
+
+# ------------------------------------------------------------------------------------- the tests
+@needs_postgres
+def test_a_sweep_trains_every_cell_once_on_the_nodes_and_a_report_elsewhere_shows_every_figure(
+        cluster, pg, places, monkeypatch):
+    driver, shared, elsewhere = places
+    variants = {"MLP_moons": {"model": "mlp"}, "MLP_circles": {"model": "mlp", "data": "circles"},
+                "NumPy_moons": {"model": "mlp_numpy"}, "NumPy_circles": {"model": "mlp_numpy", "data": "circles"}}
+    path = toy_experiment(driver, "toyray", variants)
+    args = ["sweep", path, "--executor", "ray", "--address", cluster.address, "--store", plain(pg),
+            "--artifacts", shared]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "4 finished" in result.stdout
+    store = open_store(pg)
+    runs = store.list_runs(sweep="toyray")
+    assert sorted(r.cell for r in runs) == sorted(variants) and {r.status for r in runs} == {"finished"}
+    worker_pids = {r.env["pid"] for r in runs}
+    assert os.getpid() not in worker_pids  # trained by Ray's workers, not by the driver
+    for run in runs:
+        assert run.artifacts == str(shared / run.id)
+        assert (shared / run.id / "decision_boundary.svg").is_file() and any((shared / run.id / "tb").iterdir())
+        assert train_epochs(store, run.id) == [1, 2, 3] and duplicated(store, run.id) == []
+    for folder in (driver, *(cluster.root / n for n in ("head", "node-a", "node-b"))):
+        assert not (folder / "runs").exists()  # nothing landed in anyone's ./runs
+
+    rerun = invoke(*args)
+    assert rerun.exit_code == 0 and "4 already stored, 0 to run" in rerun.stderr
+    assert len(store.list_runs()) == 4
+
+    monkeypatch.chdir(elsewhere)  # a third folder, no --artifacts: the run rows say where the files are
+    report = invoke("report", "toyray", "--store", plain(pg), "--out", elsewhere / "report")
+    assert report.exit_code == 0, report.output
+    markdown = (elsewhere / "report" / "report.md").read_text()
+    assert "missing" not in markdown
+    boundaries = [p for p in (elsewhere / "report" / "figures").iterdir() if "boundary" in p.name]
+    assert len(boundaries) == 4
+
+
+@needs_postgres
+def test_the_password_never_travels_with_a_task_nor_reaches_rays_records(cluster, pg, places, monkeypatch):
+    driver, shared, _ = places
+    secret = password()
+    assert secret
+    path = toy_experiment(driver, "secret", {"MLP": {"model": "mlp"}}, epochs=1)
+    monkeypatch.setenv("SWEEPLAB_STORE", pg)  # the driver's store, password included, from its environment
+    jobs = []
+    real_submit = executors._submit
+    monkeypatch.setattr(executors, "_submit", lambda j, s, t: jobs.extend(j) or real_submit(j, s, t))
+    result = invoke("sweep", path, "--executor", "ray", "--address", cluster.address, "--artifacts", shared)
+    assert result.exit_code == 0, result.output
+    task_args = pickle.dumps((jobs, executors.url_without_password(pg)))
+    assert secret.encode() not in task_args
+    assert secret not in str(ray._private.state.jobs())  # the job table: entrypoints, runtime environments
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    leaked = [p for p in session.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+
+    monkeypatch.setattr(sys, "argv", ["sweeplab", "sweep", str(path), "--store", pg])
+    refused = invoke("sweep", path, "--executor", "ray", "--address", cluster.address, "--store", pg)
+    assert refused.exit_code == 2 and "keep the password off the command line" in refused.stderr
+    assert secret not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+@needs_postgres
+def test_a_node_that_dies_mid_cell_has_the_cell_resumed_elsewhere_from_its_checkpoint(
+        cluster, pg, places, tmp_path):
+    driver, shared, _ = places
+    path = toy_experiment(driver, "killnode", {"Long": {"model": "mlp", "train.epochs": 40},
+                                               "Short": {"model": "mlp", "data": "circles"}})
+    sweep = subprocess.Popen(sweep_command(path, pg, shared, cluster), cwd=driver, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    store = open_store(pg)
+    try:
+        run, epochs, pid, rows_before = _kill_node_of(cluster, store, sweep, "Long")
+        out, err = sweep.communicate(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        add_worker_node(cluster)  # the next tests have two nodes again
+    assert sweep.returncode == 0, err
+    long = store.get_run(run.id)
+    assert long.status == "finished" and long.env["pid"] != pid  # finished by another process, on the other node
+    assert train_epochs(store, long.id) == list(range(1, 41)) and duplicated(store, long.id) == []
+    kept = [row for row in rows_before if row[1] <= epochs]
+    assert metric_ids(store, long.id)[:len(kept)] == kept  # resumed: the rows before the kill were never rewritten
+    cfg = next(c for c in expand(load_experiment(path), None, {}, str(path)) if c.label == "Long").cfg
+    baseline = execute(cfg, open_store(f"sqlite:///{tmp_path / 'baseline' / 's.sqlite'}"), RunOptions(quiet=True))
+    summary = store.summary(long.id)
+    for key in ("test/acc", "test/loss", "valid/loss", "train/loss", "best_epoch"):
+        assert summary[key] == pytest.approx(baseline.metrics[key], rel=1e-6), key
+
+
+def _kill_node_of(cluster, store, sweep: subprocess.Popen, cell: str):
+    """Once `cell` has checkpointed 3 epochs, kill its node (raylet, object store, its workers): as a
+    machine that loses power. Returns (run, checkpointed epochs, pid of the killed worker, its metric rows)."""
+    import psutil
+
+    deadline = time.time() + 120
+    while time.time() < deadline and sweep.poll() is None:
+        row = next((r for r in store.list_runs(status="running") if r.cell == cell and r.owner), None)
+        if row and len(train_epochs(store, row.id)) >= 3:
+            pid = row.env["pid"]
+            node = next(n for n in cluster.worker_nodes
+                        if n.all_processes["raylet"][0].process.pid in {p.pid for p in psutil.Process(pid).parents()})
+            cluster.remove_node(node, allow_graceful=False)
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)  # its node is gone: so is every process on it
+            time.sleep(0.5)
+            epochs = len(train_epochs(store, row.id))  # the last of them may not have reached its checkpoint
+            return row, epochs - 1, pid, metric_ids(store, row.id)
+        time.sleep(0.05)
+    pytest.fail(f"the {cell} cell never reached epoch 3 on a worker node: {sweep.communicate()[1][-2000:]}")
+
+
+@needs_postgres
+def test_ctrl_c_of_the_driver_leaves_resumable_runs_and_the_same_command_finishes_them(
+        cluster, pg, places):
+    driver, shared, _ = places
+    path = toy_experiment(driver, "ctrlc", {"A": {"model": "mlp"}, "B": {"model": "mlp", "data": "circles"},
+                                            "C": {"model": "mlp_numpy"}}, epochs=30)
+    command = sweep_command(path, pg, shared, cluster)
+    sweep = subprocess.Popen(command, cwd=driver, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = open_store(pg)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        running = [r for r in store.list_runs(status="running") if len(train_epochs(store, r.id)) >= 2]
+        if len(running) == 2:
+            break
+        time.sleep(0.05)
+    else:
+        sweep.kill()
+        pytest.fail(f"two cells never got going: {sweep.communicate()[1][-2000:]}")
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=90)
+    assert sweep.returncode == 130 and "run the same command again" in err
+    stopped = {r.cell: r for r in store.list_runs(sweep="ctrlc")}
+    assert {stopped[r.cell].status for r in running} == {"interrupted"}
+    assert all(r.owner is None for r in stopped.values())  # nobody holds anything: resumable at once
+    before = {r.id: metric_ids(store, r.id) for r in running}
+
+    again = subprocess.run(command, cwd=driver, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    finished = store.list_runs(sweep="ctrlc")
+    assert len(finished) == 3 and {r.status for r in finished} == {"finished"}
+    for run in running:
+        assert train_epochs(store, run.id) == list(range(1, 31)) and duplicated(store, run.id) == []
+        kept = [row for row in before[run.id] if row[1] < max(r[1] for r in before[run.id])]
+        assert metric_ids(store, run.id)[:len(kept)] == kept  # resumed, not retrained
+
+
+# ------------------------------------------------------------------------------------- bad input
+def _nothing_started(url: str) -> None:
+    store = open_store(url)
+    assert store.list_runs() == [] and store.list_sweeps() == []
+
+
+@needs_postgres
+def test_bad_input_is_one_line_and_starts_nothing(cluster, pg, places, monkeypatch):
+    driver, shared, _ = places
+    path = toy_experiment(driver, "bad", {"MLP": {"model": "mlp"}}, epochs=1)
+    args = ["sweep", path, "--executor", "ray", "--store", plain(pg)]
+
+    nobody = invoke(*args, "--address", "127.0.0.1:1", "--artifacts", shared)
+    assert nobody.exit_code == 2 and "no Ray cluster answers at 127.0.0.1:1" in nobody.stderr
+    assert "ray start --head" in nobody.stderr and len(nobody.stderr.strip().splitlines()) == 1
+
+    # Nodes of one machine see all its folders; a folder only the driver's machine has is what a node
+    # elsewhere reports when the file the driver wrote is not there to read.
+    monkeypatch.setattr(executors, "_write_marker", lambda marker, token: marker.write_text("not the token"))
+    local = invoke(*args, "--address", cluster.address, "--artifacts", shared)
+    assert local.exit_code == 2 and "a folder only this machine sees" in local.stderr
+    assert "node 127.0.0.1" in local.stderr and len(local.stderr.strip().splitlines()) == 1
+    monkeypatch.undo()
+    monkeypatch.chdir(driver)
+
+    memory = invoke(*args, "--address", cluster.address, "--artifacts", "memory://sweeps")
+    assert memory.exit_code == 2 and "inside one process" in memory.stderr
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    missing = invoke(*args, "--address", cluster.address, "--artifacts", shared)
+    assert missing.exit_code == 2 and "pip install 'sweeplab[ray]'" in missing.stderr
+    _nothing_started(pg)
+
+
+def test_no_cluster_at_all_is_one_line(tmp_path, monkeypatch):
+    ray.shutdown()  # this process may still be connected to the cluster of the tests above
+    monkeypatch.setattr("ray._private.utils.read_ray_address", lambda *a: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = toy_experiment(tmp_path, "none", {"MLP": {"model": "mlp"}}, epochs=1)
+    result = invoke("sweep", path, "--executor", "ray", "--store", "postgresql://u@127.0.0.1:1/db")
+    assert result.exit_code == 2 and "no running Ray cluster found" in result.stderr
+
+
+def test_a_task_carries_the_url_without_password_and_the_worker_finds_it_in_its_environment(monkeypatch):
+    url = "postgresql://alice:s3cret@db.example:5432/sweeps"
+    assert executors.url_without_password(url) == "postgresql://alice@db.example:5432/sweeps"
+    monkeypatch.setenv("SWEEPLAB_STORE", url)
+    assert executors.worker_store_url("postgresql://alice@db.example:5432/sweeps") == url
+    assert executors.worker_store_url("postgresql://alice@other:5432/sweeps") == "postgresql://alice@other:5432/sweeps"
+    monkeypatch.delenv("SWEEPLAB_STORE")
+    assert executors.worker_store_url("postgresql://alice@db.example:5432/sweeps").endswith("@db.example:5432/sweeps")
