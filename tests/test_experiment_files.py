@@ -102,7 +102,8 @@ def test_palindrome_reads_5_10_15_20_digits_with_the_reports_rnn_and_rmsprop():
         assert (cfg.model_name, cfg.model.hidden, cfg.data.encoding) == ("rnn", 128, "scalar")
         assert (cfg.optim_name, cfg.train.batch_size, cfg.train.clip, cfg.train.max_steps) == ("rmsprop", 128, 10.0,
                                                                                                10_000)
-        assert cfg.optim.lr == 1e-3  # not the report's 1e-2: measured in benchmarks/FIDELITY.md
+        # not the report's 1e-2, with torch's alpha or Keras': measured in benchmarks/FIDELITY.md
+        assert (cfg.optim.lr, cfg.optim.alpha) == (1e-3, 0.99)
     assert reference("palindrome", "data.length=21", "Test acc") == 0.35
 
 
