@@ -344,3 +344,26 @@ def test_a_task_carries_the_url_without_password_and_the_worker_finds_it_in_its_
     assert executors.worker_store_url("postgresql://alice@other:5432/sweeps") == "postgresql://alice@other:5432/sweeps"
     monkeypatch.delenv("SWEEPLAB_STORE")
     assert executors.worker_store_url("postgresql://alice@db.example:5432/sweeps").endswith("@db.example:5432/sweeps")
+
+
+def test_a_retried_cell_waits_for_the_dead_nodes_lease_then_resumes_the_run(tmp_path, monkeypatch, one_thread):
+    """What a Ray retry does when the node that held the cell's run is gone: its heartbeats stop, the lease
+    runs out, and the retry takes the run over (a process of another host is never presumed dead)."""
+    from sweeplab.config import run_key
+    from sweeplab.sweep.worker import Job
+
+    monkeypatch.setenv("SWEEPLAB_LEASE_S", "1.5")
+    url = f"sqlite:///{tmp_path / 'runs' / 's.sqlite'}"
+    path = toy_experiment(tmp_path, "retry", {"MLP": {"model": "mlp"}}, epochs=2)
+    (cell,) = expand(load_experiment(path), None, {}, str(path))
+    store = open_store(url)
+    held = store.create_run(key=run_key(cell.cfg), name="retry/MLP/1111", task="toy2d", config=cell.cfg.to_dict(),
+                            env={}, sweep="retry", cell="MLP", owner="node-7 4242 abcd1234")
+    store._leases.clear()  # noqa: SLF001 - the claim is that dead node's, not this process's
+    start = time.perf_counter()
+    outcome = executors.ray_cell(Job(0, cell.cfg, "retry/MLP/1111", "retry", "MLP", None, False), url,
+                                 str(tmp_path / "shared"), 1)
+    assert outcome.status == "finished" and outcome.run_id == held
+    assert time.perf_counter() - start >= 1.5  # not before the lease ran out
+    folder = tmp_path / "runs" / held  # where the first claim put its files: the retry keeps using them
+    assert open_store(url).get_run(held).artifacts == str(folder) and (folder / "checkpoints").is_dir()
