@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sweeplab.report.collect import CellData, Point, RunData, origin
 from sweeplab.report.facts import Convergence, convergence
-from sweeplab.report.questions import finished
+from sweeplab.report.questions import finished, gap_text, spread_text
 from sweeplab.report.spec import Column, ReportSpec
 from sweeplab.report.values import (
     CONVERGENCE_KEYS,
@@ -91,27 +91,11 @@ def _best_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
     if b.mean == r.mean:
         return f"By {what}, {best} and {runner} tie at {_value_text(b, column.metric)}."
     text = (f"Best configuration by {what}: {best} with {_value_text(b, column.metric)}, "
-            f"{_margin(b, r, better)} than the runner-up {runner} ({_value_text(r, column.metric)})")
+            f"{gap_text(b, r)} {better} than the runner-up {runner} ({_value_text(r, column.metric)})")
     if len(rest) > 1:
         worst, w = rest[-1]
-        text += f", and {_margin(b, w, better)} than the worst, {worst} ({_value_text(w, column.metric)})"
-    return text + "." + _spread_text(b, r)
-
-
-def _margin(a: CellValue, b: CellValue, better: str) -> str:
-    gap = abs(a.mean - b.mean)
-    relative = f" ({gap / abs(b.mean):.1%})" if b.mean else ""
-    return f"{fmt(gap, like=gap)}{relative} {better}"
-
-
-def _spread_text(b: CellValue, r: CellValue) -> str:
-    """With seeds: is the margin larger than the seeds' spread?"""
-    if b.std is None or r.std is None:
-        return ""
-    gap, spread = abs(b.mean - r.mean), b.std + r.std
-    size = "larger" if gap > spread else "not larger"
-    return (f" The margin is {size} than the two standard deviations together "
-            f"({fmt(b.std, like=b.std)} + {fmt(r.std, like=r.std)}).")
+        text += f", and {gap_text(b, w)} {better} than the worst, {worst} ({_value_text(w, column.metric)})"
+    return text + "." + spread_text(b, r)
 
 
 def _value_text(v: CellValue, metric: str) -> str:

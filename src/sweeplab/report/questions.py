@@ -144,7 +144,7 @@ def _ranking_text(ranked: list[tuple[str, CellValue]], measure: Measure, point: 
     where = f" at {point}" if point else ""
     if b.mean == r.mean:
         return f"{best} and {runner} tie for the {most} {measure.title}{where}: {_v(b)}."
-    text = (f"{best} has the {most} {measure.title}{where}: {_v(b)}, {_gap(b, r)} {more} than the runner-up "
+    text = (f"{best} has the {most} {measure.title}{where}: {_v(b)}, {gap_text(b, r)} {more} than the runner-up "
             f"{runner} ({_v(r)})")
     if len(ranked) > 2:
         worst, w = ranked[-1]
@@ -162,7 +162,7 @@ def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], meas
     others = [f"{row} at {', '.join(points)}" for row, points in wins.items() if row != leader]
     head += f" ({'; '.join(others)} at the rest)" if others else ""
     details = [f"{point}: {ranked[0][0]} {_v(ranked[0][1])} against {ranked[1][0]} {_v(ranked[1][1])} "
-               f"({_gap(ranked[0][1], ranked[1][1])} {more})" for point, ranked in ranked_at.items()]
+               f"({gap_text(ranked[0][1], ranked[1][1])} {more})" for point, ranked in ranked_at.items()]
     return head + ". " + "; ".join(details) + "."
 
 
@@ -172,7 +172,8 @@ def _v(cv: CellValue) -> str:
     return fmt_value(cv.mean)
 
 
-def _gap(a: CellValue, b: CellValue) -> str:
+def gap_text(a: CellValue, b: CellValue) -> str:
+    """|a - b|, and relative to b."""
     gap = abs(a.mean - b.mean)
     relative = f" ({gap / abs(b.mean):.1%})" if b.mean else ""
     return f"{fmt(gap, like=gap)}{relative}"
