@@ -215,3 +215,12 @@ def test_addition_embedding_is_the_course_skeletons_network():
     torch.testing.assert_close(model(x), expected)
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for m in (embed, rnn, dense) for p in m.parameters())
+
+
+def test_demo_runs_at_full_scale_only_experiments_that_exist_and_fit():
+    """The demo's full-scale list names shipped files; addition's full scale is the report's 500 steps."""
+    from sweeplab.demo import FULL_SCALE
+
+    assert FULL_SCALE <= {p.stem for p in EXPERIMENTS.glob("*.yaml")}
+    for name in FULL_SCALE:
+        assert all(c.train.max_steps <= 500 for c in cells(name).values())  # minutes, not hours (FIDELITY.md)
