@@ -45,6 +45,9 @@ class Artifacts:
 
     def __init__(self, root: str):
         self.remote = is_remote(root)
+        if shown(root) != root:  # the URI is recorded on every run row: no secret may be part of it
+            raise UserError(f"--artifacts {shown(root)}: credentials in the URL would be stored with every run; "
+                            "give them as the backend reads them (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws)")
         self.root = root.rstrip("/") if self.remote else str(local_path(root).resolve())
         if self.remote:
             _filesystem(self.root)  # fail now, in one line, if the backend is not installed
