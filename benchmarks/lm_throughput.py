@@ -3,7 +3,8 @@
 Prints one JSON object. For each configuration of the course report (batch 20, bptt 35): ms/batch and
 tokens/s of sweeplab's training step in fp32 and bf16, the same model in a plain pytorch/examples-style
 loop (fp32), the trainable parameters, the fraction of this machine's measured matmul peak the step
-reaches, and whether the bf16 loss curve agrees with fp32's.
+reaches (and, on a CPU, that its matmul kernels reach by themselves, from torch.profiler), and whether the
+bf16 loss curve agrees with fp32's (the loops draw the same dropout masks at each step).
 
     SWEEPLAB_DATA=../shared/data .venv/bin/python benchmarks/lm_throughput.py [--steps 30] [--device cpu]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -53,6 +55,26 @@ def step_flops(model: nn.Module, tokens: int) -> float:
     Embedding lookups are not matmuls; attention's T x T products are small at bptt 35 and left out."""
     weights = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "encoder" not in n.split(".")[0])
     return 6.0 * weights * tokens
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+
+
+def matmul_kernel_fraction(loop, batches: list, flops_per_step: float, dtype: torch.dtype) -> float:
+    """FLOP/s inside the matmul kernels alone (the nn.Linear layers' FLOPs over the self time torch.profiler
+    gives the matmul ops; the recurrence runs in its own kernels, counted in neither), over the matmul
+    peak measured just before: how near its peak the decoder's GEMMs run, apart from the rest of the step."""
+    peak = matmul_peak(torch.device("cpu"), dtype)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for k, batch in enumerate(batches):
+            seeded_step(loop, batch, k)
+    seconds = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS) / 1e6
+    return flops_per_step * len(batches) / max(seconds, 1e-9) / peak
+
+
+def linear_flops(model: nn.Module, tokens: int) -> float:
+    """Matmul FLOPs of the nn.Linear layers in one training step (forward + backward = 3x forward)."""
+    return 6.0 * sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)) * tokens
 
 
 def build(name: str, precision: str, device: str, store_url: str, root: str) -> Trainer:
@@ -98,23 +120,31 @@ class PlainLoop:
         self.losses.append(loss.detach())
 
 
+def seeded_step(loop, batch, k: int) -> None:
+    """Step k of every loop draws the same dropout masks: the loops share torch's global generator, and
+    without this each would see the masks the others left it, and their loss curves would differ by that."""
+    torch.manual_seed(1000 + k)
+    loop.step(batch)
+
+
 def time_interleaved(loops: dict, batches: list, warmup: int, rounds: int, device: torch.device) -> dict[str, float]:
     """Median ms/batch per loop over `rounds` rounds. The loops take turns, in an order that rotates
     each round, so drift in the machine's speed (other load, clocks) falls on all of them alike."""
     for loop in loops.values():
-        for batch in batches[:warmup]:
-            loop.step(batch)
+        for k, batch in enumerate(batches[:warmup]):
+            seeded_step(loop, batch, k)
     per_round = len(batches[warmup:]) // rounds
     times: dict[str, list[float]] = {name: [] for name in loops}
     for r in range(rounds):
-        chunk = batches[warmup + r * per_round: warmup + (r + 1) * per_round]
+        first = warmup + r * per_round
+        chunk = batches[first: first + per_round]
         names = list(loops)
         for name in names[r % len(names):] + names[: r % len(names)]:
             loop = loops[name]
             synchronize(device)
             start = time.perf_counter()
-            for batch in chunk:
-                loop.step(batch)
+            for k, batch in enumerate(chunk, start=first):
+                seeded_step(loop, batch, k)
             synchronize(device)
             times[name].append((time.perf_counter() - start) * 1000 / len(chunk))
     return {name: statistics.median(t) for name, t in times.items()}
@@ -130,16 +160,22 @@ def bench(name: str, args: argparse.Namespace, peaks: dict[str, float], root: st
     loops = {"plain_fp32": PlainLoop(plain.model, plain.task.cfg.optim.lr), "fp32": EngineLoop(fp32),
              "bf16": EngineLoop(build(name, "bf16", args.device, store_url, root))}
     ms = time_interleaved(loops, batches, args.warmup, args.rounds, fp32.device)
+    curves = {label: [float(v) for v in loop.losses] for label, loop in loops.items()}  # before any profiled step
     flops = step_flops(fp32.model, tokens)
     row: dict = {"params": fp32.task.count_params(fp32.model)}
     for label, peak in (("plain_fp32", "fp32"), ("fp32", "fp32"), ("bf16", "bf16")):
         row[label] = {"ms_per_batch": round(ms[label], 2), "tokens_per_s": round(tokens * 1000 / ms[label]),
                       "fraction_of_matmul_peak": round(flops / (ms[label] / 1000) / peaks[peak], 3)}
+    if fp32.device.type == "cpu":  # the profiler's CPU times mean nothing for CUDA kernels
+        for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            fraction = matmul_kernel_fraction(loops[label], batches[-3:], linear_flops(fp32.model, tokens), dtype)
+            row[label]["matmul_kernels_fraction_of_peak"] = round(fraction, 3)
     row["engine_vs_plain"] = round(ms["plain_fp32"] / ms["fp32"], 3)  # >= 1: the engine is no slower
     row["bf16_speedup"] = round(ms["fp32"] / ms["bf16"], 3)
-    curves = {label: [float(v) for v in loop.losses] for label, loop in loops.items()}
     tail = max(len(curves["fp32"]) // 3, 1)  # early steps at lr 20 are chaotic; compare where curves settle
     row["mean_loss_last_third"] = {label: round(statistics.fmean(c[-tail:]), 3) for label, c in curves.items()}
+    row["bf16_vs_fp32_loss_last_third"] = round(row["mean_loss_last_third"]["bf16"] - row["mean_loss_last_third"]["fp32"], 3)
+    row["bf16_vs_plain"] = round(ms["plain_fp32"] / ms["bf16"], 3)
     row["loss_first"] = {label: round(c[0], 3) for label, c in curves.items()}
     return row
 
@@ -165,13 +201,15 @@ def main() -> None:
     device = get_device(args.device)
     if device.type == "cpu" and not args.default_malloc:
         keep_freed_memory()  # as every sweeplab run on a CPU does (engine/runner.py)
+    load_at_start = os.getloadavg()[0]
     peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
     with tempfile.TemporaryDirectory() as root:
         results = {name: bench(name, args, peaks, root) for name in names}
     print(json.dumps({"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                                   "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                                  "threads": torch.get_num_threads(), "torch": torch.__version__},
+                                  "threads": torch.get_num_threads(), "torch": torch.__version__,
+                                  "load_avg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)]},
                       "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
                       "batch_size": 20, "bptt": 35, "steps": args.steps, "results": results}, indent=1))
 

@@ -165,6 +165,7 @@ def main() -> None:
         torch.set_num_threads(args.sweep_threads or default_threads)
         sweep = length_sweep(args.quick_steps, f"sqlite:///{root}/sweep.sqlite")
     report = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads_measured": threads,
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "OpenMP's default"),
                           "torch": torch.__version__, "python": platform.python_version(),
                           "load_avg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)]},
               "throughput": rows, "sweep": sweep}
