@@ -89,7 +89,8 @@ def test_contents_of_the_wrong_shape_are_unreadable(tmp_path):
 
 # ------------------------------------------------------------------------------------- caches
 @pytest.mark.parametrize("how", ["garbage", "pickle", "truncated"])
-def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tiny_corpus, capsys, how):
+def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tiny_corpus, capsys, how, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWEEPLAB_CACHE", str(tmp_path / "cache"))  # this test's cache alone
     corpus = load_corpus("text", str(tiny_corpus))
     (cached,) = cache_dir().glob("tokens-*.pt")
     damage(cached, how)
@@ -100,7 +101,8 @@ def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tiny_corpus, capsys, ho
     assert io.load(cached)["words"] == corpus.dictionary.idx2word  # the rebuilt cache is good again
 
 
-def test_a_damaged_image_cache_is_rebuilt_with_a_warning(capsys, monkeypatch):
+def test_a_damaged_image_cache_is_rebuilt_with_a_warning(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SWEEPLAB_CACHE", str(tmp_path / "cache"))  # this test's cache alone
     monkeypatch.setattr(images, "_MEMO", {})
     first = images.load_decoded("digits")
     (cached,) = cache_dir().glob("images-digits-*.pt")
