@@ -253,3 +253,31 @@ def test_setup_and_summary_are_generated_from_the_runs(tmp_path):
     html = written.html.read_text()
     assert html.index("<h2>Summary</h2>") < html.index("<h3>Questions</h3>") < html.index("<h3>Results</h3>")
     assert "<h3>Setup</h3>" in html and "Settings that vary" in html
+
+
+def test_rows_level_at_the_shown_precision_tie_and_win_nothing(tmp_path):
+    store = store_at(tmp_path)
+    variants = "{RNN: {model: rnn}, GRU: {model: gru}, LSTM: {model: lstm}}"
+    text = GRID.replace("{VARIANTS}", variants).replace("compare: [RNN, GRU], at: {data.max_digits: 20}",
+                                                        "compare: [RNN, GRU, LSTM]")
+    path = write_experiment(tmp_path, text, "gridq")
+    accs = {"RNN": (1.0, 1.0, 0.5), "GRU": (1.0, 0.99999, 0.9), "LSTM": (0.8, 0.9, 0.7)}
+    for variant, values in accs.items():
+        for digits, acc in zip((5, 10, 20), values, strict=True):
+            add_run(store, path, f"{variant},data.max_digits={digits}", series={"valid/acc": [acc], "test/acc": [acc]})
+    answer = answers(report_of(path, store))["Which cell adds 20-digit numbers?"]
+    assert answer.startswith("GRU alone has the highest Test exact match at 1 of 3 grid points. ")
+    assert "data.max_digits=5: RNN and GRU tie at 1.000" in answer
+    assert "data.max_digits=10: RNN and GRU tie at 1.000" in answer  # 0.99999 shows as 1.000: no winner there
+    trend = answers(report_of(path, store))["Do more digits make it harder?"]
+    assert "GRU: Test exact match ≥ 0.9 at every data.max_digits" in trend
+
+
+def test_a_series_level_to_the_shown_digits_has_no_trend():
+    from sweeplab.report.questions import Measure, _line_text
+    from sweeplab.report.values import CellValue
+
+    measure = Measure("test/digit_acc", "final", "Test digit acc", None)
+    xs = {x: CellValue(v, None, 1, 1, (), ()) for x, v in (("9", 0.99998), ("14", 0.99999), ("20", 1.0))}
+    assert _line_text("RNN", xs, "data.max_digits", measure, None) == (
+        "RNN: Test digit acc is 1.000 at every data.max_digits (9, 14, 20)")

@@ -142,8 +142,9 @@ def _ranking_text(ranked: list[tuple[str, CellValue]], measure: Measure, point: 
     most, more = _better(measure)
     (best, b), (runner, r) = ranked[0], ranked[1]
     where = f" at {point}" if point else ""
-    if b.mean == r.mean:
-        return f"{best} and {runner} tie for the {most} {measure.title}{where}: {_v(b)}."
+    top = _top(ranked)
+    if len(top) > 1:
+        return f"{_and(top)} tie for the {most} {measure.title}{where}: {_v(b)}."
     text = (f"{best} has the {most} {measure.title}{where}: {_v(b)}, {gap_text(b, r)} {more} than the runner-up "
             f"{runner} ({_v(r)})")
     if len(ranked) > 2:
@@ -155,15 +156,33 @@ def _ranking_text(ranked: list[tuple[str, CellValue]], measure: Measure, point: 
 def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], measure: Measure) -> str:
     most, more = _better(measure)
     wins: dict[str, list[str]] = {}
+    details = []
     for point, ranked in ranked_at.items():
-        wins.setdefault(ranked[0][0], []).append(point)
-    leader, won = max(wins.items(), key=lambda kv: len(kv[1]))
-    head = f"{leader} has the {most} {measure.title} at {len(won)} of {len(ranked_at)} grid points"
-    others = [f"{row} at {', '.join(points)}" for row, points in wins.items() if row != leader]
-    head += f" ({'; '.join(others)} at the rest)" if others else ""
-    details = [f"{point}: {ranked[0][0]} {_v(ranked[0][1])} against {ranked[1][0]} {_v(ranked[1][1])} "
-               f"({gap_text(ranked[0][1], ranked[1][1])} {more})" for point, ranked in ranked_at.items()]
+        top = _top(ranked)
+        if len(top) > 1:  # a tie wins for nobody
+            details.append(f"{point}: {_and(top)} tie at {_v(ranked[0][1])}")
+            continue
+        wins.setdefault(top[0], []).append(point)
+        (best, b), (runner, r) = ranked[0], ranked[1]
+        details.append(f"{point}: {best} {_v(b)} against {runner} {_v(r)} ({gap_text(b, r)} {more})")
+    if not wins:
+        head = f"No row has the {most} {measure.title} alone at any of the {len(ranked_at)} grid points"
+    else:
+        leader, won = max(wins.items(), key=lambda kv: len(kv[1]))
+        head = f"{leader} alone has the {most} {measure.title} at {len(won)} of {len(ranked_at)} grid points"
+        others = [f"{row} at {', '.join(points)}" for row, points in wins.items() if row != leader]
+        head += f" ({'; '.join(others)})" if others else ""
     return head + ". " + "; ".join(details) + "."
+
+
+def _top(ranked: list[tuple[str, CellValue]]) -> list[str]:
+    """The rows level with the first: equal to the four significant digits the report shows."""
+    first = f"{ranked[0][1].mean:.4g}"
+    return [row for row, cv in ranked if f"{cv.mean:.4g}" == first]
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def _v(cv: CellValue) -> str:
@@ -280,8 +299,8 @@ def _line_text(line: str, xs: dict[str, CellValue], key: str, measure: Measure, 
     who = f"{line}: " if line else ""
     if reach is not None:
         return who + _reach_text(order, ys, key, measure, reach)
-    if len(set(ys)) == 1:
-        return f"{who}{measure.title} is {fmt_value(ys[0])} at every {key} ({', '.join(order)})"
+    if len({f"{y:.4g}" for y in ys}) == 1:  # level to the digits shown: no trend to speak of
+        return f"{who}{measure.title} is {fmt_value(float(f'{ys[0]:.4g}'))} at every {key} ({', '.join(order)})"
     pairs = list(zip(ys, ys[1:], strict=False))
     if all(b <= a for a, b in pairs) or all(b >= a for a, b in pairs):
         verb = "falls" if ys[-1] < ys[0] else "rises"
