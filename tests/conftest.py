@@ -25,8 +25,10 @@ def real_data(folder: str) -> Path:
 def _private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own prepared-data cache and default store; nothing touches ~/.cache or ./runs."""
     monkeypatch.setenv("SWEEPLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.delenv("SWEEPLAB_STORE", raising=False)
-    monkeypatch.delenv("SWEEPLAB_ARTIFACTS", raising=False)  # `--artifacts` sets it for the processes a command starts
+    # Set (to empty: unset for sweeplab) rather than deleted, so that what a test's command writes there
+    # (`--artifacts` exports its value for the processes it starts) is undone when the test ends.
+    monkeypatch.setenv("SWEEPLAB_STORE", "")
+    monkeypatch.setenv("SWEEPLAB_ARTIFACTS", "")
 
 
 @pytest.fixture

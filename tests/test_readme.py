@@ -30,7 +30,8 @@ WLM_LOG = """| epoch   1 |   200/ 2983 batches | lr 20.00 | ms/batch 45.67 | los
 
 def readme_commands() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
-    lines = [line for block in re.findall(r"```\n(.*?)```", text, re.S) for line in block.splitlines()]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", text, re.S)  # plain blocks; `sh` ones (a cluster's set-up) are not run
+    lines = [line for lang, block in blocks if not lang for line in block.splitlines()]
     commands = []
     for line in lines:
         if line.startswith("sweeplab "):

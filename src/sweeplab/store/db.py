@@ -98,7 +98,7 @@ class Store:
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         elif url.startswith(("postgresql://", "postgresql+psycopg://")):
-            self.root = Path(os.environ.get("SWEEPLAB_ARTIFACTS", "runs"))
+            self.root = Path(os.environ.get("SWEEPLAB_ARTIFACTS") or "runs")
             driver_url = url.replace("postgresql://", "postgresql+psycopg://", 1)  # psycopg 3, not psycopg2
             try:
                 self.engine = sa.create_engine(driver_url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
