@@ -323,7 +323,15 @@ def _nodes_not_seeing(nodes: list[dict[str, Any]], marker: str, token: str) -> l
     refs = {probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote(marker, token): n for n in nodes}
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
-    return [f"node {refs[r]['NodeManagerAddress']}" for r in refs if r not in ready or not ray.get(r)]
+    blind = []
+    for ref, node in refs.items():
+        try:
+            sees = ref in ready and ray.get(ref)
+        except ray.exceptions.TaskUnschedulableError:  # the node left the cluster since ray.nodes(): it runs no cell
+            continue
+        if not sees:
+            blind.append(f"node {node['NodeManagerAddress']}")
+    return blind
 
 
 def _reads_marker(marker: str, token: str) -> bool:
