@@ -281,3 +281,9 @@ def test_a_series_level_to_the_shown_digits_has_no_trend():
     xs = {x: CellValue(v, None, 1, 1, (), ()) for x, v in (("9", 0.99998), ("14", 0.99999), ("20", 1.0))}
     assert _line_text("RNN", xs, "data.max_digits", measure, None) == (
         "RNN: Test digit acc is 1.000 at every data.max_digits (9, 14, 20)")
+
+
+def test_a_diverged_value_is_shown_by_its_size_not_its_300_digits():
+    from sweeplab.report.values import fmt
+
+    assert fmt(2.854094e306) == "2.85e+306" and fmt(20_722_478.0) == "20,722,478"

@@ -149,6 +149,8 @@ def fmt(value: float, like: float | None = None) -> str:
     """A number for a table: integers with thousands separators, others with sensible digits.
     `like`: format with the decimals `like` would get (a std next to its mean), never as an integer."""
     ref = abs(value if like is None else like)
+    if abs(value) >= 1e12:  # a diverged perplexity: its digits say nothing, its size does
+        return f"{value:.3g}"
     if like is None and value == int(value) and abs(value) < 1e15:
         return f"{int(value):,}"
     if ref >= 1000:
