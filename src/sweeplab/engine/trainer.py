@@ -241,7 +241,7 @@ class Trainer:
             try:
                 self.restore(epoch)
                 return epoch
-            except checkpoint.UnreadableFile as exc:
+            except UnreadableFile as exc:
                 then = "trying the previous one" if epoch != epochs[0] else "none left: training restarts from scratch"
                 say(f"warning: {exc}; {then}", not self.dist.is_main)
         return 0

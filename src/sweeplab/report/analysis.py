@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sweeplab.report.collect import CellData, Point, RunData, origin
 from sweeplab.report.facts import Convergence, convergence
-from sweeplab.report.questions import finished, gap_text, spread_text
+from sweeplab.report.questions import and_list, finished, gap_text, level_with_first, spread_text
 from sweeplab.report.spec import Column, ReportSpec
 from sweeplab.report.values import (
     CONVERGENCE_KEYS,
@@ -88,8 +88,8 @@ def _best_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
     if not rest:
         return f"Only {best} has a {what} value so far: {_value_text(b, column.metric)}."
     runner, r = rest[0]
-    if b.mean == r.mean:
-        return f"By {what}, {best} and {runner} tie at {_value_text(b, column.metric)}."
+    if len(tied := level_with_first(ranked)) > 1:
+        return f"By {what}, {and_list(tied)} tie at {_value_text(b, column.metric)}."
     text = (f"Best configuration by {what}: {best} with {_value_text(b, column.metric)}, "
             f"{gap_text(b, r)} {better} than the runner-up {runner} ({_value_text(r, column.metric)})")
     if len(rest) > 1:

@@ -142,9 +142,9 @@ def _ranking_text(ranked: list[tuple[str, CellValue]], measure: Measure, point: 
     most, more = _better(measure)
     (best, b), (runner, r) = ranked[0], ranked[1]
     where = f" at {point}" if point else ""
-    top = _top(ranked)
+    top = level_with_first(ranked)
     if len(top) > 1:
-        return f"{_and(top)} tie for the {most} {measure.title}{where}: {_v(b)}."
+        return f"{and_list(top)} tie for the {most} {measure.title}{where}: {_v(b)}."
     text = (f"{best} has the {most} {measure.title}{where}: {_v(b)}, {gap_text(b, r)} {more} than the runner-up "
             f"{runner} ({_v(r)})")
     if len(ranked) > 2:
@@ -158,9 +158,9 @@ def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], meas
     wins: dict[str, list[str]] = {}
     details = []
     for point, ranked in ranked_at.items():
-        top = _top(ranked)
+        top = level_with_first(ranked)
         if len(top) > 1:  # a tie wins for nobody
-            details.append(f"{point}: {_and(top)} tie at {_v(ranked[0][1])}")
+            details.append(f"{point}: {and_list(top)} tie at {_v(ranked[0][1])}")
             continue
         wins.setdefault(top[0], []).append(point)
         (best, b), (runner, r) = ranked[0], ranked[1]
@@ -175,13 +175,13 @@ def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], meas
     return head + ". " + "; ".join(details) + "."
 
 
-def _top(ranked: list[tuple[str, CellValue]]) -> list[str]:
+def level_with_first(ranked: list[tuple[str, CellValue]]) -> list[str]:
     """The rows level with the first: equal to the four significant digits the report shows."""
     first = f"{ranked[0][1].mean:.4g}"
     return [row for row, cv in ranked if f"{cv.mean:.4g}" == first]
 
 
-def _and(names: list[str]) -> str:
+def and_list(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
