@@ -33,6 +33,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 needs_postgres = pytest.mark.skipif(not PG_URL, reason="no PostgreSQL server: set SWEEPLAB_TEST_POSTGRES=postgresql://...")
 LEASE_S = "4"  # a takeover after a node dies is quick; heartbeats every second
 LONG = 14  # epochs of a cell that is stopped mid-run: long enough to be caught at epoch 3, short for the suite
+# Epochs of a cell Ctrl-C stops: the cancel takes about 2 s to reach a worker (the driver's ray.wait, then
+# the cancel itself), and an idle machine trains a toy epoch in ~0.03 s, so 14 epochs could end first.
+INTERRUPTED = 150
 CLI = [sys.executable, "-c", "from sweeplab.cli import main; main()"]
 
 
@@ -245,6 +248,7 @@ def _kill_node_of(cluster, store, sweep: subprocess.Popen, cell: str):
             pid = row.env["pid"]
             node = next(n for n in cluster.worker_nodes
                         if n.all_processes["raylet"][0].process.pid in {p.pid for p in psutil.Process(pid).parents()})
+            os.kill(pid, signal.SIGSTOP)  # frozen first: removing a node takes longer than the epochs left
             cluster.remove_node(node, allow_graceful=False)
             if psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGKILL)  # its node is gone: so is every process on it
@@ -260,7 +264,7 @@ def test_ctrl_c_of_the_driver_leaves_resumable_runs_and_the_same_command_finishe
         cluster, pg, places):
     driver, shared, _ = places
     path = toy_experiment(driver, "ctrlc", {"A": {"model": "mlp"}, "B": {"model": "mlp", "data": "circles"},
-                                            "C": {"model": "mlp_numpy"}}, epochs=2 * LONG)
+                                            "C": {"model": "mlp_numpy"}}, epochs=INTERRUPTED)
     command = sweep_command(path, pg, shared, cluster)
     sweep = subprocess.Popen(command, cwd=driver, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = open_store(pg)
@@ -280,14 +284,14 @@ def test_ctrl_c_of_the_driver_leaves_resumable_runs_and_the_same_command_finishe
     assert {stopped[r.cell].status for r in running} == {"interrupted"}
     assert all(r.owner is None for r in stopped.values())  # nobody holds anything: resumable at once
     before = {r.id: metric_ids(store, r.id) for r in running}
-    assert min(len(train_epochs(store, r.id)) for r in running) < 2 * LONG  # stopped mid-training
+    assert min(len(train_epochs(store, r.id)) for r in running) < INTERRUPTED  # stopped mid-training
 
     again = subprocess.run(command, cwd=driver, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr
     finished = store.list_runs(sweep="ctrlc")
     assert len(finished) == 3 and {r.status for r in finished} == {"finished"}
     for run in running:
-        assert train_epochs(store, run.id) == list(range(1, 2 * LONG + 1)) and duplicated(store, run.id) == []
+        assert train_epochs(store, run.id) == list(range(1, INTERRUPTED + 1)) and duplicated(store, run.id) == []
         last = max(r[1] for r in before[run.id])  # rows of the epoch it was in go; the final evaluation's too
         kept = [row for row in before[run.id] if row[1] < last and row[2] not in ("best", "test")]
         assert set(kept) <= set(metric_ids(store, run.id))  # resumed: the rows of its checkpointed epochs stay

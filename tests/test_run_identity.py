@@ -68,9 +68,12 @@ def test_two_processes_with_one_config_train_it_once(any_store, tmp_path):
     assert [m.epoch for m in store.metrics(run.id) if m.key == "train/loss"] == list(range(1, 31))
 
 
+KILLED_EPOCHS = 60  # the kill lands after epoch 2 of them: an idle machine trains a toy epoch in ~0.03 s
+
+
 def test_a_killed_owner_is_taken_over_and_ends_as_an_uninterrupted_run(store_url, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("SWEEPLAB_ARTIFACTS", str(tmp_path / "artifacts"))
-    owner = start(store_url, 12, tmp_path)
+    owner = start(store_url, KILLED_EPOCHS, tmp_path)
     store = open_store(store_url)
     deadline = time.time() + 240
     while time.time() < deadline:  # wait until two epochs are stored and checkpointed, then kill -9
@@ -83,10 +86,10 @@ def test_a_killed_owner_is_taken_over_and_ends_as_an_uninterrupted_run(store_url
     (killed,) = store.list_runs()
     assert killed.status == "running" and killed.owner  # a dead owner's claim, as kill -9 leaves it
 
-    resumed = execute(toy(12), open_store(store_url), RunOptions(quiet=True))  # its process is gone: taken over now
+    resumed = execute(toy(KILLED_EPOCHS), open_store(store_url), RunOptions(quiet=True))  # its process is gone: taken over now
     assert resumed.run_id == killed.id and resumed.status == "finished"
     assert duplicated_rows(store, killed.id) == []
-    baseline = execute(toy(12), open_store(f"sqlite:///{tmp_path / 'other.sqlite'}"), RunOptions(quiet=True))
+    baseline = execute(toy(KILLED_EPOCHS), open_store(f"sqlite:///{tmp_path / 'other.sqlite'}"), RunOptions(quiet=True))
     for key in ("test/acc", "test/loss", "valid/loss", "train/loss", "best_epoch"):
         assert resumed.metrics[key] == pytest.approx(baseline.metrics[key], rel=1e-6), key
 
