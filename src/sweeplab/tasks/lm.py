@@ -41,20 +41,24 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
 
     F.cross_entropy keeps log_softmax's output, fills an (N, V) buffer with zeros for nll_loss's gradient and
     runs log_softmax's backward over both: passes over vocabulary-sized buffers (700 x 33,278 floats, 93 MB,
-    per WikiText-2 step) that this skips. Same value, same gradient to float rounding (tests/test_lm_task.py);
-    bf16 logits under autocast are taken in fp32, as autocast runs F.cross_entropy, and the gradient is
-    returned in bf16. Backward runs once per forward (it reuses the kept softmax in place).
+    per WikiText-2 step) that this skips. Same value, same gradient to float rounding (tests/test_lm_task.py).
+    bf16 logits (autocast) stay bf16: softmax accumulates in fp32 and rounds once, bf16 has fp32's range, and
+    the gradient goes on into bf16 matmuls anyway, so the two casts of the whole (N, V) buffer that F.cross_entropy
+    makes under autocast (to fp32 and back) are skipped; the loss is taken in fp32 from bf16 values, which moves
+    it by well under bf16's own rounding of the logits. Backward runs once per forward (it reuses the kept
+    softmax in place).
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        acc = torch.promote_types(logits.dtype, torch.float32)
         with torch.autocast(logits.device.type, enabled=False):
-            x = logits.to(torch.promote_types(logits.dtype, torch.float32))  # (N, V), bf16 taken in fp32
+            x = logits if logits.dtype == torch.bfloat16 else logits.to(acc)  # fp16 underflows: taken in fp32
             p = torch.softmax(x, dim=1)  # (N, V)
             # log-sum-exp from the most probable class, whose probability exp(max x - lse) is at least 1/V, so
-            # it never underflows (as -log p[y] can); amax is a third of max(dim)'s cost, which also finds where
-            lse = x.amax(dim=1) - p.amax(dim=1).log()  # (N,)
-            loss = (lse - x.gather(1, y[:, None]).squeeze(1)).mean()
+            # it never underflows (as -log p[y] can); amax is a third of max(dim)'s cost.
+            lse = x.amax(dim=1).to(acc) - p.amax(dim=1).to(acc).log()  # (N,)
+            loss = (lse - x.gather(1, y[:, None]).squeeze(1).to(acc)).mean()
         ctx.save_for_backward(p, y)
         ctx.dtype = logits.dtype
         return loss
