@@ -180,6 +180,22 @@ def bench(name: str, args: argparse.Namespace, peaks: dict[str, float], root: st
     return row
 
 
+def agreement(name: str, steps: int, device: str, root: str) -> dict:
+    """fp32 and bf16 engine steps from the same weights over the same batches and dropout masks, for
+    `steps` steps: the mean training loss over the last third of each, where the curves have settled
+    (the first few dozen steps at lr 20 are chaotic: any rounding difference moves them by tenths)."""
+    store_url = f"sqlite:///{root}/agree.sqlite"
+    loops = {label: EngineLoop(build(name, label, device, store_url, root)) for label in ("fp32", "bf16")}
+    batches = _take(loops["fp32"].trainer.task.train_batches(1), steps)
+    for loop in loops.values():
+        for k, batch in enumerate(batches):
+            seeded_step(loop, batch, k)
+    tail = max(steps // 3, 1)
+    means = {label: statistics.fmean(float(v) for v in loop.losses[-tail:]) for label, loop in loops.items()}
+    return {"steps": steps, "mean_loss_last_third": {k: round(v, 3) for k, v in means.items()},
+            "bf16_minus_fp32": round(means["bf16"] - means["fp32"], 3)}
+
+
 def _take(iterable, n: int) -> list:
     out = []
     for item in iterable:
@@ -197,13 +213,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc as it is")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
+    parser.add_argument("--agreement", type=int, default=0, metavar="STEPS",
+                        help="instead of timing: train fp32 and bf16 for STEPS steps and compare their losses")
     args = parser.parse_args()
     device = get_device(args.device)
     if device.type == "cpu" and not args.default_malloc:
         keep_freed_memory()  # as every sweeplab run on a CPU does (engine/runner.py)
     load_at_start = os.getloadavg()[0]
-    peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
+    if args.agreement:
+        with tempfile.TemporaryDirectory() as root:
+            print(json.dumps({name: agreement(name, args.agreement, args.device, root) for name in names}, indent=1))
+        return
+    peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
     with tempfile.TemporaryDirectory() as root:
         results = {name: bench(name, args, peaks, root) for name in names}
     print(json.dumps({"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
