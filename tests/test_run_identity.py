@@ -55,7 +55,8 @@ def any_store(request, tmp_path):
 
 # -------------------------------------------------------------------------------------- claims
 def test_two_processes_with_one_config_train_it_once(any_store, tmp_path):
-    first, second = start(any_store, 30, tmp_path), start(any_store, 30, tmp_path)
+    # 150 epochs (~5 s): the second process starts well before the first could finish, even on an idle machine
+    first, second = start(any_store, 150, tmp_path), start(any_store, 150, tmp_path)
     outs = [p.communicate(timeout=300) for p in (first, second)]
     codes = sorted(p.returncode for p in (first, second))
     assert codes == [0, 2], outs
@@ -65,7 +66,7 @@ def test_two_processes_with_one_config_train_it_once(any_store, tmp_path):
     (run,) = store.list_runs()
     assert run.status == "finished" and run.owner is None
     assert duplicated_rows(store, run.id) == []
-    assert [m.epoch for m in store.metrics(run.id) if m.key == "train/loss"] == list(range(1, 31))
+    assert [m.epoch for m in store.metrics(run.id) if m.key == "train/loss"] == list(range(1, 151))
 
 
 KILLED_EPOCHS = 60  # the kill lands after epoch 2 of them: an idle machine trains a toy epoch in ~0.03 s
