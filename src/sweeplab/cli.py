@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -70,8 +71,6 @@ ARTIFACTS = typer.Option(None, "--artifacts", metavar="URI",
 def use_artifacts(uri: str | None) -> str | None:
     """--artifacts holds for this process and every process it starts (sweep workers, DDP ranks)."""
     if uri:
-        import os
-
         os.environ["SWEEPLAB_ARTIFACTS"] = uri
     return uri
 

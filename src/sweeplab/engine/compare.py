@@ -8,6 +8,7 @@ the per-class accuracy deltas. `compare_predictions` is the pure part; the rest 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,11 +73,11 @@ def parse_ref(text: str) -> tuple[str, int | None]:
     return run, int(epoch)
 
 
-def pick_epoch(store: Store, run: RunRow, epoch: int | None) -> int:
+def pick_epoch(store: Store, run: RunRow, run_dir: Path, epoch: int | None) -> int:
     """The asked epoch if its checkpoint is kept; by default the best kept epoch, else the last."""
-    kept = checkpoint.list_epochs(store.run_dir(run.id))
+    kept = checkpoint.list_epochs(run_dir)
     if not kept:
-        raise UserError(f"run {run.id} ({run.name}) has no checkpoints under {store.run_dir(run.id)} "
+        raise UserError(f"run {run.id} ({run.name}) has no checkpoints under {run_dir} "
                         f"(status {run.status})")
     if epoch is None:
         best = int(store.summary(run.id).get("best_epoch", 0))
@@ -93,11 +94,12 @@ def load_checkpoint(store: Store, ref: str, device: str) -> tuple[Any, nn.Module
     run = store.get_run(run_ref)
     if not capable(run.task, "predict"):
         raise UserError(f"run {run.id} is a {run.task!r} run; compare works on {', '.join(tasks_with('predict'))} runs")
-    epoch = pick_epoch(store, run, epoch)
+    run_dir = store.run_dir(run.id)  # an object store's files are pulled once, here
+    epoch = pick_epoch(store, run, run_dir, epoch)
     cfg = resolve(run.task, {**flatten(run.config), "device": device})
     task = TASKS.get(run.task, key="task").obj(cfg, get_device(device))
     model = task.build()
-    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(store.run_dir(run.id), epoch), task.device)["model"])
+    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(run_dir, epoch), task.device)["model"])
     model.eval()
     return task, model, Side(run.id, run.name, epoch, cfg.model_name, float("nan"))
 

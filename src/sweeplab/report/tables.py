@@ -74,7 +74,7 @@ def reference_text(ref: Reference, ours: CellValue, sources: list[str]) -> tuple
     if ref.source not in sources:
         sources.append(ref.source)
     mark = f" [{sources.index(ref.source) + 1}]"
-    note = f"; {ref.note}" if ref.note and ref.note != "empty in the source" else ""
+    note = f"; {ref.note}" if ref.note else ""
     if ref.value is None:
         return f"empty in the source{mark}{note}", "—"
     diff = f"{ours.mean - ref.value:+,.2f}" if ours.mean is not None else "— (no value of ours)"
