@@ -215,13 +215,11 @@ def test_a_resume_after_the_last_checkpoint_keeps_the_whole_summary(tiny_corpus,
 
 def test_a_damaged_best_checkpoint_at_the_end_scores_the_last_weights_and_says_so(tiny_corpus, store_url, monkeypatch,
                                                                                    capsys, one_thread):
-    from sweeplab.tasks.lm import LanguageModelTask
-
-    evaluate = LanguageModelTask.evaluate
+    evaluate = Trainer.evaluate_split
     calls = {"valid": 0}
 
-    def valid_best_at_epoch_1(self, model, split):
-        values = evaluate(self, model, split)
+    def valid_best_at_epoch_1(self, split):
+        values = evaluate(self, split)
         if split == "valid":
             calls["valid"] += 1
             values["loss"] = float(calls["valid"])  # epoch 1 is the best: the final splits want its checkpoint
@@ -233,7 +231,7 @@ def test_a_damaged_best_checkpoint_at_the_end_scores_the_last_weights_and_says_s
         damage(checkpoint.epoch_path(self.run_dir, 1), "truncated")
         return final(self)
 
-    monkeypatch.setattr(LanguageModelTask, "evaluate", valid_best_at_epoch_1)
+    monkeypatch.setattr(Trainer, "evaluate_split", valid_best_at_epoch_1)
     monkeypatch.setattr(Trainer, "evaluate_final", damage_best_then_score)
     result = execute(tiny_cfg(tiny_corpus), open_store(store_url), RunOptions(quiet=True))
     assert result.status == "finished" and result.metrics["best_epoch"] == 3 and "test/loss" in result.metrics

@@ -1,16 +1,19 @@
-"""DDP (`train.nproc`) on the CPU with the gloo backend, and `sweeplab bench devices`.
+"""DDP (`train.nproc`, torchrun) on the CPU with the gloo backend, and `sweeplab bench devices`.
 
-Two ranks each take half of every batch and average their gradients: with no dropout, that is the
-same update as one process on the whole batch, so the two runs must agree to float rounding.
+N ranks each take a part of every batch, weight their mean loss by its share and average their gradients;
+BatchNorm layers use the whole batch's statistics: with no dropout, that is the same update as one process
+on the whole batch, whatever the batch and dataset sizes, so the runs must agree to float rounding.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +31,12 @@ LM = {"data": "text", "optim.lr": 1.0, "model.emsize": 16, "model.nhid": 16, "mo
       "train.batch_size": 4, "train.eval_batch_size": 4, "train.bptt": 12, "train.log_every": 5,
       "train.epochs": 2, "train.keep_checkpoints": "all", "device": "cpu"}
 TOY = {"model": "mlp", "data.n_samples": 320, "train.batch_size": 32, "train.epochs": 2, "device": "cpu"}
+# 156 points leave 113 to train on: batches of 24 end with 17 (split 9 + 8), of 28 with 1 (one rank has none)
+UNEVEN = {"model": "mlp", "data.n_samples": 156, "train.epochs": 3, "train.keep_checkpoints": "all", "device": "cpu"}
+# vgg8's BatchNorm layers, on 8x8 digits: the ranks' statistics must be the whole batch's
+BATCHNORM = {"data": "digits", "model": "vgg8", "data.train_limit": 256, "data.test_limit": 100, "train.batch_size": 32,
+             "train.epochs": 2, "train.eval_batch_size": 50, "optim.lr": 0.02, "device": "cpu",
+             "train.keep_checkpoints": "all"}
 
 
 def curve(store, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -57,6 +66,43 @@ def test_two_ranks_train_like_one_process_on_the_whole_batch(task, layer, tiny_c
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-5), name
     assert two.params == one.params and two.metrics["batches_per_epoch"] == one.metrics["batches_per_epoch"]
+
+
+@pytest.mark.parametrize("task, layer, world", [
+    ("toy2d", {**UNEVEN, "train.batch_size": 24}, 2),  # an odd last batch: 17 points
+    ("toy2d", {**UNEVEN, "train.batch_size": 28}, 2),  # a last batch of 1: rank 1's part is empty
+    ("toy2d", {**UNEVEN, "data.n_samples": 170, "train.batch_size": 30}, 3),  # 122 points: a last batch of 2, 3 ranks
+    ("image", BATCHNORM, 2),  # BatchNorm statistics over the whole batch
+], ids=["odd-last-batch", "last-batch-of-1", "3-ranks-last-batch-of-2", "batchnorm"])
+def test_ddp_makes_the_single_process_step_for_any_batch(task, layer, world, store_url):
+    store = open_store(store_url)
+    one = execute(resolve(task, layer), store, RunOptions(quiet=True))
+    many = execute(resolve(task, {**layer, "train.nproc": world}), store, RunOptions(quiet=True))
+    assert one.status == many.status == "finished", store.get_run(many.run_id).error
+    for key in ("train/loss", "valid/loss", "test/loss"):
+        got, want = curve(store, many.run_id, key), curve(store, one.run_id, key)
+        assert [e for e, _ in got] == [e for e, _ in want] and got
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-5, abs=1e-6), key
+    epochs = one.metrics["epochs"]
+    a, b = final_weights(store, one.run_id, int(epochs)), final_weights(store, many.run_id, int(epochs))
+    for name in a:  # BatchNorm's running statistics included
+        assert torch.allclose(a[name].float(), b[name].float(), rtol=1e-4, atol=1e-5), name
+
+
+def test_a_ddp_run_with_dropout_resumes_bit_identically(store_url):
+    """Each rank draws its own dropout masks (generators seeded per rank) and gets its own generators back
+    on resume: the resumed run repeats the uninterrupted one exactly."""
+    layer = {**BATCHNORM, "model": "mlp", "model.dropout": 0.5, "train.epochs": 3, "train.nproc": 2}
+    store = open_store(store_url)
+    first = execute(resolve("image", layer), store, RunOptions(quiet=True))
+    reference = curve(store, first.run_id, "train/loss")
+    run_dir = store.run_dir(first.run_id)
+    ranks = checkpoint.load(checkpoint.epoch_path(run_dir, 2))["rank_rng"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["cpu"], ranks[1]["cpu"])  # the ranks' generators differ
+    checkpoint.epoch_path(run_dir, 3).unlink()
+    store.update_run(first.run_id, status="interrupted")
+    resumed = execute(resolve("image", layer), store, RunOptions(quiet=True))
+    assert resumed.status == "finished" and curve(store, first.run_id, "train/loss") == reference
 
 
 def test_an_interrupted_ddp_run_resumes_where_it_stopped(tiny_corpus, store_url):
@@ -102,11 +148,41 @@ def test_bad_ddp_requests_are_one_line_exit_2_and_no_run(args, key, store_url):
     assert open_store(store_url).list_runs() == []
 
 
-def test_a_torchrun_launch_is_refused_with_the_way_to_ask_for_ddp(store_url, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    result = runner.invoke(app, ["run", "toy2d", "--store", store_url])
-    assert result.exit_code == 2 and "train.nproc" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+def test_torchrun_launches_the_same_run_as_train_nproc(store_url, tmp_path):
+    """torchrun (and so SLURM's and Kubernetes' launchers, which set the same variables) starts the ranks;
+    sweeplab joins their group, and the run is the one `train.nproc=2` names."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = ["toy2d", *[f"{k}={v}" for k, v in {**UNEVEN, "train.batch_size": 24}.items()], "--store", store_url]
+    proc = subprocess.run([str(torchrun), "--nnodes=1", "--nproc-per-node=2", "--rdzv-backend=c10d",
+                           f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--local-addr=127.0.0.1",
+                           "-m", "sweeplab", "run", *args, "--json"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(printed) == 1 and printed[0]["status"] == "finished"  # rank 0 alone speaks
+    (row,) = open_store(store_url).list_runs()
+    assert row.env["processes"] == 2 and row.config["train"]["nproc"] == 2
+    again = runner.invoke(app, ["run", *args, "train.nproc=2", "--json"])  # the same run: not trained again
+    assert again.exit_code == 0 and json.loads(again.stdout.strip().splitlines()[-1])["run_id"] == row.id
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"WORLD_SIZE": "4", "RANK": "0"}, "MASTER_ADDR"),  # not a launcher's whole environment
+    ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "RANK"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE"),
+])
+def test_a_broken_launcher_environment_is_one_line(env, key, store_url, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["run", "toy2d", "data.n_samples=64", "--store", store_url])
+    assert result.exit_code == 2 and key in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert open_store(store_url).list_runs() == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_bench_devices_times_the_cpu_and_says_why_gpu_rows_are_missing(store_url, tmp_path):

@@ -91,6 +91,7 @@ def run(ctx: typer.Context,
         show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys")) -> None:
     """Train one run of TASK (resumes an interrupted run of the same config)."""
     from sweeplab.config import parse_overrides, run_key
+    from sweeplab.engine import distributed
     from sweeplab.engine.runner import RunOptions, execute
     from sweeplab.store import open_store
     from sweeplab.tasks import resolve
@@ -109,8 +110,11 @@ def run(ctx: typer.Context,
         out.print_json(data={**cfg.to_dict(), "key": run_key(cfg)})
         return
     db = open_store(store, use_artifacts(artifacts))
-    result = execute(cfg, db, RunOptions(name=name, dry_run=dry_run, quiet=False, wait=wait))
-    if as_json:
+    speaks = distributed.current().is_main  # under torchrun every rank runs this command; rank 0 speaks for them
+    result = execute(cfg, db, RunOptions(name=name, dry_run=dry_run, quiet=not speaks, wait=wait))
+    if not speaks:
+        pass
+    elif as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:
         print_result(result)

@@ -58,8 +58,8 @@ class TrainConfig(Section):
     compile: bool = Field(False, description="torch.compile the model")
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (steps for step-based tasks)")
     log_every: int = Field(200, ge=1, description="log every N training batches", json_schema_extra=OUTSIDE_KEY)
-    keep_checkpoints: Literal["all", "best", "last"] = Field("all", description="which checkpoints to keep",
-                                                             json_schema_extra=OUTSIDE_KEY)
+    keep_checkpoints: Literal["all", "best", "last"] = Field(
+        "all", description="which checkpoints to keep (the best epoch's always)", json_schema_extra=OUTSIDE_KEY)
     nproc: int = Field(1, ge=1, description="processes training the run together (DDP): GPUs with device=cuda",
                        json_schema_extra=NEUTRAL)
 

@@ -2,18 +2,25 @@
 
 Writes are atomic (temp file, fsync, rename, fsync of the folder): a crash leaves the old file or the new
 one, never half of one. Reads use `weights_only=True` always, so a file can hold tensors and plain data but
-never code, and every way a read can fail (missing, truncated, garbage, refused objects, the wrong
-contents) is one `UnreadableFile` naming the path. torch's own message is not passed on: it advises
-`weights_only=False`, which would execute whatever the file holds.
+never code, and every way a read can fail is one `UnreadableFile` naming the path. torch's own message
+is not passed on: it advises `weights_only=False`, which would execute whatever the file holds.
+
+Two kinds of failure are told apart, because they call for opposite actions. A `DamagedFile` is the file's
+own fault (truncated, garbage, a broken zip, refused objects, the wrong contents): it will never load, so a
+resume sets it aside and falls back to an older one. Anything else (an I/O error such as EIO or ESTALE on a
+network folder, a permission denied, out of memory) is trouble of the moment: the file may well be fine,
+so nothing is set aside or deleted, and the caller fails instead of starting over.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import struct
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +30,21 @@ from sweeplab.errors import UserError
 
 
 class UnreadableFile(UserError):
-    """A checkpoint or cache file that cannot be loaded. The message names the file and why."""
+    """A checkpoint or cache file that cannot be loaded now. The message names the file and why."""
 
 
-def save_atomic(obj: Any, path: Path) -> None:
+class DamagedFile(UnreadableFile):
+    """A file whose contents can never load (truncated, garbage, refused objects, the wrong contents)."""
+
+
+# What torch.load raises for a file that is not a whole torch file: the unpickler's and the zip reader's
+# errors, an early end of file, and the legacy format's parse errors on foreign bytes.
+_DAMAGE = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError, struct.error, UnicodeDecodeError)
+
+
+def save_atomic(obj: Any, path: Path, *, before_replace: Callable[[], None] | None = None) -> None:
+    """Write `obj` to `path` atomically. `before_replace` runs once the new file is complete and just before it
+    takes the name (a fencing check: it raises to leave the old file in place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -34,6 +52,8 @@ def save_atomic(obj: Any, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,13 +83,24 @@ def load(path: Path, map_location: str | torch.device = "cpu", *, keys: Iterable
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UnreadableFile(f"{path}: file not found") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean "unreadable"
-        raise UnreadableFile(f"{path}: cannot be loaded: {_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - sorted below into damage and trouble of the moment
+        kind = DamagedFile if _is_damage(exc) else UnreadableFile
+        raise kind(f"{path}: cannot be loaded: {_reason(exc)}") from None
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         found = f"keys {sorted(map(str, obj))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-        raise UnreadableFile(f"{path}: cannot be loaded: expected the keys {missing}, found {found}")
+        raise DamagedFile(f"{path}: cannot be loaded: expected the keys {missing}, found {found}")
     return obj
+
+
+def _is_damage(exc: Exception) -> bool:
+    if isinstance(exc, IsADirectoryError):  # a folder where the file should be never loads either
+        return True
+    if isinstance(exc, torch.OutOfMemoryError):  # a RuntimeError, but the file is not to blame
+        return False
+    if isinstance(exc, RuntimeError):  # the zip reader's errors come as RuntimeError("PytorchStreamReader ...")
+        return "PytorchStreamReader" in str(exc) or "zip archive" in str(exc)
+    return isinstance(exc, _DAMAGE)
 
 
 def _reason(exc: Exception) -> str:
@@ -80,6 +111,12 @@ def _reason(exc: Exception) -> str:
         return "it is a folder"
     if isinstance(exc, PermissionError):
         return "permission denied"
+    if isinstance(exc, OSError):
+        return f"I/O error ({exc.strerror or type(exc).__name__}); the file itself may be sound"
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return "out of memory; the file itself may be sound"
+    if not _is_damage(exc):
+        return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}; the file itself may be sound"
     return "truncated, damaged, or not a torch file"
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from sweeplab.engine.device import device_name, get_device, keep_freed_memory
 from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import say
 from sweeplab.engine.trainer import Trainer
+from sweeplab.engine.watchdog import Watchdog, stall_seconds
 from sweeplab.errors import Diverged, UserError
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
@@ -84,35 +85,63 @@ def default_name(cfg: RunConfig) -> str:
 
 
 def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> RunResult:
-    """Run `cfg` to the end (or resume it). Bad input raises UserError before any row is written."""
+    """Run `cfg` to the end (or resume it). Bad input raises UserError before any row is written.
+
+    In a process a launcher started as one rank of several (sweeplab's own for `train.nproc=N`, or torchrun),
+    this process trains its share of the run with the others; `train.nproc` then is the group's size."""
     opts = opts or RunOptions()
     dist = distributed.current()
-    device = get_device(cfg.device)
-    distributed.check_request(cfg.device, cfg.train.nproc, cfg.train.batch_size)
+    if dist.active:
+        cfg = _joined(cfg, dist.world)
+    distributed.check_request(cfg.device, cfg.train.nproc, cfg.train.batch_size, launched=dist.active)
     if cfg.train.nproc > 1 and not dist.active and not opts.dry_run:
         return _execute_ddp(cfg, store, opts)
+    device = get_device(cfg.device)
     if dist.active:
-        device = distributed.rank_device(device, dist.rank)
+        device = distributed.rank_device(device, dist)
         distributed.init_group(dist, device)
+    try:
+        return _execute_here(cfg, store, opts, device, dist)
+    finally:
+        if dist.active:
+            distributed.leave_group()
+
+
+def _joined(cfg: RunConfig, world: int) -> RunConfig:
+    """The config of a rank that a launcher started in a group of `world`: `train.nproc` is the group's size
+    (left at 1, it is taken from the launcher; a different number is a contradiction, said in one line)."""
+    if cfg.train.nproc == world:
+        return cfg
+    if cfg.train.nproc != 1:
+        raise UserError(f"train.nproc: {cfg.train.nproc}, but the launcher started {world} processes (WORLD_SIZE); "
+                        f"accepted under a launcher: train.nproc={world} or leave it out")
+    return replace(cfg, train=cfg.train.model_copy(update={"nproc": world}))
+
+
+def _execute_here(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.device, dist: Dist) -> RunResult:
     if device.type == "cpu":
         keep_freed_memory()
-    seed_everything(cfg.seed)  # the same on every rank: same weights, same data order, resumable
+    seed_everything(cfg.seed)  # the same on every rank: same weights (DDP checks), same data order, resumable
     task = TASKS.get(cfg.task, key="task").obj(cfg, device)
     model = task.build()
+    device = task.device  # where it really trains (mlp_numpy computes on the host whatever was asked)
     params = task.count_params(model)
     result = RunResult(None, "dry-run", cfg.task, cfg.to_dict(), params, device=device_name(device),
                        store=redact(store.url))
     if opts.dry_run:
         return result
+    torch.manual_seed(distributed.rank_seed(cfg.seed, dist.rank))  # dropout: independent masks on each rank
     run_id, done = dist.broadcast(_open_run(cfg, store, opts, device, dist) if dist.is_main else None)
     if done:
         return stored_result(store, store.get_run(run_id))
     run_dir = store.run_dir(run_id)
     try:
-        trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet, dist=dist)
-        resume_from(trainer, store, run_id)
-        result.run_id = run_id
-        result.status = _train(trainer, task, store, run_id, opts.quiet)
+        with Watchdog(stall_seconds(), lambda idle: _stalled(store, run_id, idle)) as watchdog:
+            trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet, dist=dist,
+                              watchdog=watchdog)
+            resume_from(trainer, store, run_id)
+            result.run_id = run_id
+            result.status = _train(trainer, task, store, run_id, opts.quiet)
     except BaseException as exc:
         if store.holds(run_id):  # failed before training could record it: the claim must not outlive us
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -121,6 +150,16 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
     result.metrics = store.summary(run_id)
     result.ms_per_batch = result.metrics.get("train/ms_per_batch")
     return result
+
+
+def _stalled(store: Store, run_id: str, idle_s: float) -> None:
+    """The watchdog's last act for a run whose steps stopped: on record as failed (resumable from its last
+    checkpoint by the next `run`, or `sweep --retry-failed`), its lease given up; the process then ends."""
+    error = (f"stalled: no training step or evaluation for {idle_s:.0f} s (a hung collective, data read or "
+             f"loader?); limit $SWEEPLAB_STALL_S={stall_seconds():.0f} s; resumable from its last checkpoint")
+    print(f"error: run {run_id} {error}", file=sys.stderr, flush=True)
+    if store.holds(run_id):
+        store.release(run_id, status="failed", error=error, ended_at=time.time())
 
 
 def _open_run(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.device, dist: Dist) -> tuple[str, bool]:
@@ -142,8 +181,8 @@ def _open_run(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.devi
             return row.id, True
         holder = store.holder(row)
         if holder is None:
-            if store.take_over(row, owner, error=None, env=env, ended_at=None, sweep=opts.sweep or row.sweep,
-                               cell=opts.cell or row.cell, note=opts.note or row.note):
+            if store.take_over(row, owner, error=None, env=env, started_at=time.time(), ended_at=None,
+                               sweep=opts.sweep or row.sweep, cell=opts.cell or row.cell, note=opts.note or row.note):
                 if row.status == "running":
                     say(f"run {row.id}: its owner ({row.owner}) is gone; taking it over", opts.quiet)
                 return row.id, False
@@ -166,6 +205,8 @@ def _done(row: RunRow | None, opts: RunOptions) -> bool:
 
 def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
     """Start the ranks and wait; the run's row, written by rank 0, tells how it ended."""
+    from sweeplab.engine.launch import launch  # the launcher sits above the runner (its ranks run `execute`)
+
     existing = store.find_by_key(run_key(cfg))
     if _done(existing, opts):
         return stored_result(store, existing)
@@ -174,7 +215,7 @@ def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
     interrupted = False
     try:
         with _sigterm_as_interrupt():
-            outcome = distributed.launch(cfg.to_dict(), store.url, asdict(opts), cfg.train.nproc)
+            outcome = launch(cfg.to_dict(), store.url, asdict(opts), cfg.train.nproc)
     except KeyboardInterrupt:
         outcome, interrupted = {}, True
     row = store.find_by_key(run_key(cfg))

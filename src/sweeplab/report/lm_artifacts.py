@@ -35,12 +35,12 @@ def load_lm(store: Store, run: RunRow, device: str = "cpu") -> tuple[nn.Module, 
     epochs = checkpoint.list_epochs(run_dir)
     if not vocab.exists() or not epochs:
         raise UserError(f"run {run.id} has no finished checkpoint and vocabulary under {run_dir} (status {run.status})")
-    cfg = resolve("lm", flatten(run.config))
+    cfg = resolve("lm", {**flatten(run.config), "device": "cpu"})  # a GPU-trained run reads on any machine
     dictionary = Dictionary(vocab.read_text(encoding="utf8").splitlines())
     model = MODELS.get(cfg.model_name, group="lm").obj(len(dictionary), cfg.model)
     best = int(store.summary(run.id).get("best_epoch", 0))
     epoch = best if best in epochs else epochs[-1]
-    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(run_dir, epoch), device)["model"])
+    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(run_dir, epoch))["model"])
     return model.to(device).eval(), dictionary, cfg
 
 

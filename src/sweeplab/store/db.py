@@ -218,6 +218,12 @@ class Store:
             self._hold(row.id, owner)
         return won
 
+    def check_lease(self, run_id: str) -> None:
+        """Raise LeaseLost if another process has taken over a run this process holds (a fencing check for
+        writes outside the store: checkpoints, prunes, artifact files)."""
+        if run_id in self._leases and not self.heartbeat(run_id):
+            self._lost(run_id)
+
     def heartbeat(self, run_id: str) -> bool:
         """Refresh this process's lease on `run_id`; False if another process has taken the run over."""
         owner = self._leases.get(run_id)

@@ -31,7 +31,7 @@ class AdditionTask(StepTask):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # mean over every digit
         return StepOutput(loss, y.size(0), {"exact": hit.all(1).sum(), "digits": hit.sum()})
 
-    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+    def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1)
         digits = n * self.data.seq_len
         return {"loss": sums["loss"] / n, "acc": sums["exact"] / n, "digit_acc": sums["digits"] / digits}

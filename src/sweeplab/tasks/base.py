@@ -19,6 +19,29 @@ from sweeplab.engine.optim import create_optimizer
 from sweeplab.store import Metric
 
 
+@dataclass(frozen=True)
+class Part:
+    """Part `index` of `count` of everything a DDP group shares out (a batch, a split to evaluate): the
+    slices `tensor_split` makes, so the parts of N items hold N // count or one more; `Part()` is the whole."""
+
+    index: int = 0
+    count: int = 1
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        size, extra = divmod(n, self.count)
+        start = self.index * size + min(self.index, extra)
+        return start, start + size + (self.index < extra)
+
+    def take(self, tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        if self.count == 1:
+            return tensor
+        start, stop = self.bounds(tensor.size(dim))
+        return tensor.narrow(dim, start, stop - start)
+
+
+WHOLE = Part()
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # mean loss of the batch: the one that is backpropagated
@@ -72,22 +95,30 @@ class Task:
         """The batches of one epoch: a pure function of (seed, epoch), so a resumed run sees the same ones."""
         raise NotImplementedError
 
-    def shard(self, batch: Any, rank: int, world: int) -> Any:
-        """This rank's part of a training batch under DDP (train.nproc > 1): equal slices of every tensor."""
-        return tuple(t.tensor_split(world)[rank] for t in batch)
+    def shard(self, batch: Any, part: Part) -> tuple[Any, float]:
+        """This rank's part of a training batch under DDP (train.nproc > 1), and its share of the batch's items
+        (`StepOutput.n`): the engine weights the part's mean loss by it, so the ranks' averaged gradient is
+        the whole batch's. Here: rows of every tensor (the first dimension counts the items)."""
+        first = batch[0].size(0)
+        return tuple(part.take(t) for t in batch), part.take(batch[0]).size(0) / max(first, 1)
 
     def train_step(self, model: nn.Module, batch: Any) -> StepOutput:
         raise NotImplementedError
 
-    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        """Epoch (or interval) training metrics from the accumulated sums; `loss` and `n` are always there."""
+    def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
+        """Metrics from sums, for training (an epoch, a log interval) and evaluation alike; `loss` (summed over
+        items) and `n` (items) are always there."""
         return {"loss": sums["loss"] / max(sums["n"], 1)}
 
     # -- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Metrics of a split. A task whose evaluation is long also takes `limit_batches` (only the first
-        that many batches) and says how many there are in `eval_batch_count`: the planner times a few."""
+    def evaluate(self, model: nn.Module, split: str, **limits: Any) -> dict[str, float]:
+        """Metrics of a whole split, in this process."""
+        return self.metrics_of({k: float(v) for k, v in self.evaluate_sums(model, split, WHOLE, **limits).items()})
+
+    def evaluate_sums(self, model: nn.Module, split: str, part: Part = WHOLE) -> dict[str, Any]:
+        """Sums (`loss`, `n` and what `metrics_of` reads) over `part` of a split; under DDP each rank scores
+        its part and the engine adds them up. A task whose evaluation is long also takes `limit_batches` (only
+        the first that many batches) and says how many there are in `eval_batch_count`: the planner times a few."""
         raise NotImplementedError
 
     def eval_batch_count(self, split: str) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from sweeplab.engine.device import autocast
 from sweeplab.errors import UserError
 from sweeplab.models import vision
 from sweeplab.registry import TASKS
-from sweeplab.tasks.base import StepOutput, Task
+from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
 
 class ImageTrainConfig(TrainConfig):
@@ -93,7 +94,7 @@ class ImageTask(Task):
         correct1, correct5 = topk_correct(logits.detach(), y)
         return StepOutput(F.cross_entropy(logits, y), len(y), {"correct1": correct1, "correct5": correct5})
 
-    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+    def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1)
         return {"loss": sums["loss"] / n, "acc1": sums["correct1"] / n, "acc5": sums["correct5"] / n}
 
@@ -102,12 +103,15 @@ class ImageTask(Task):
         return -(-len(self.held_out[split]) // self.cfg.train.eval_batch_size)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, limit_batches: int | None = None) -> dict[str, float]:
+    def evaluate_sums(self, model: nn.Module, split: str, part: Part = WHOLE,
+                      limit_batches: int | None = None) -> dict[str, Any]:
         was_training = model.training
         model.eval()
         sums = torch.zeros(3, device=self.device)  # loss, correct1, correct5: summed on the device
-        size, n = self.cfg.train.eval_batch_size, len(self.held_out[split])
-        batches = eval_batches(self.held_out[split], size, self.normalize, self.device)
+        whole = self.held_out[split]
+        images = ImageSplit(part.take(whole.x), part.take(whole.y), part.take(whole.index))
+        size, n = self.cfg.train.eval_batch_size, len(images)
+        batches = eval_batches(images, size, self.normalize, self.device)
         if limit_batches is not None:  # the first limit_batches batches only
             batches, n = islice(batches, limit_batches), min(n, limit_batches * size)
         for x, y in batches:
@@ -116,8 +120,8 @@ class ImageTask(Task):
             c1, c5 = topk_correct(logits, y)
             sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum"), c1.float(), c5.float()])
         model.train(was_training)
-        loss, c1, c5 = (sums / max(n, 1)).tolist()
-        return {"loss": loss, "acc1": c1, "acc5": c5}
+        loss, c1, c5 = sums
+        return {"loss": loss, "n": n, "correct1": c1, "correct5": c5}
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str] | list[int]]:

@@ -17,7 +17,7 @@ from sweeplab.engine.distributed import unwrap
 from sweeplab.errors import UserError
 from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
 from sweeplab.registry import MODELS, TASKS
-from sweeplab.tasks.base import StepOutput, Task
+from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
 SAMPLE_WORDS = 100  # words generated at the end of every run, for the report
 ATTENTION_TOKENS = 24  # tokens of the validation text shown in the attention maps
@@ -113,10 +113,11 @@ class LanguageModelTask(Task):
         for i in range(0, source.size(0) - 1, self.cfg.train.bptt):
             yield get_batch(source, i, self.cfg.train.bptt)
 
-    def shard(self, batch: tuple[torch.Tensor, torch.Tensor], rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def shard(self, batch: tuple[torch.Tensor, torch.Tensor], part: Part) -> tuple[tuple[torch.Tensor, torch.Tensor], float]:
         """Columns of the (bptt, batch) window: each rank carries the hidden state of its own streams."""
         x, y = batch
-        return x.tensor_split(world, dim=1)[rank], y.view(x.shape).tensor_split(world, dim=1)[rank].reshape(-1)
+        x_part = part.take(x, dim=1)
+        return (x_part, part.take(y.view(x.shape), dim=1).reshape(-1)), x_part.size(1) / x.size(1)
 
     def train_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
         x, y = batch
@@ -126,7 +127,7 @@ class LanguageModelTask(Task):
         self.hidden = hidden
         return StepOutput(SoftmaxCrossEntropy.apply(logits, y), y.numel())
 
-    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+    def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss"] / max(sums["n"], 1)
         return {"loss": loss, "ppl": _ppl(loss)}
 
@@ -135,21 +136,24 @@ class LanguageModelTask(Task):
         return math.ceil((self.splits[split].size(0) - 1) / self.cfg.train.bptt)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, limit_batches: int | None = None) -> dict[str, float]:
-        model.eval()
-        source = self.splits[split]
-        hidden = unwrap(model).init_hidden(source.size(1))
+    def evaluate_sums(self, model: nn.Module, split: str, part: Part = WHOLE,
+                      limit_batches: int | None = None) -> dict[str, Any]:
+        """Over `part` of the split's columns (streams), each carrying its hidden state from window to window."""
+        source = part.take(self.splits[split], dim=1)  # (rows, streams)
         total = torch.zeros((), device=self.device)
         rows = source.size(0) - 1  # target rows: every window's targets, or those of the first limit_batches
         if limit_batches is not None:
             rows = min(rows, limit_batches * self.cfg.train.bptt)
+        if source.size(1) == 0:  # more ranks than streams: this one has none
+            return {"loss": total, "n": 0}
+        model.eval()
+        hidden = unwrap(model).init_hidden(source.size(1))
         for i in range(0, rows, self.cfg.train.bptt):
             x, y = get_batch(source, i, self.cfg.train.bptt)
             logits, hidden = model(x, hidden)
             total += F.cross_entropy(logits.float(), y, reduction="sum")
-        loss = float(total) / (rows * source.size(1))
         model.train()
-        return {"loss": loss, "ppl": _ppl(loss)}
+        return {"loss": total, "n": rows * source.size(1)}
 
     def finish(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
         """The vocabulary (so `generate` needs no data), a text sample, and attention maps."""

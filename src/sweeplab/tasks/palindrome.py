@@ -27,6 +27,6 @@ class PalindromeTask(StepTask):
         correct = (logits.argmax(-1) == y).sum()
         return StepOutput(F.cross_entropy(logits.float(), y), y.numel(), {"correct": correct})
 
-    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+    def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1)
         return {"loss": sums["loss"] / n, "acc": sums["correct"] / n}

@@ -18,7 +18,7 @@ from sweeplab.data.sequences import TEST_SEED, seeded_rng
 from sweeplab.models import sequence as _sequence_models  # noqa: F401 - registers the models
 from sweeplab.registry import DATASETS, MODELS
 from sweeplab.store import Metric
-from sweeplab.tasks.base import StepOutput, Task
+from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
 
 class StepTrainConfig(TrainConfig):
@@ -98,17 +98,20 @@ class StepTask(Task):
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def evaluate_sums(self, model: nn.Module, split: str, part: Part = WHOLE) -> dict[str, Any]:
         model.eval()
         sums: dict[str, Any] = {"loss": 0.0, "n": 0}
         for batch in self.eval_batches(split):
+            batch, _ = self.shard(batch, part)
+            if batch[0].size(0) == 0:  # more ranks than examples in this batch
+                continue
             out = self.score(model, batch)
             sums["loss"] += out.loss.float() * out.n
             sums["n"] += out.n
             for key, value in out.sums.items():
                 sums[key] = sums.get(key, 0) + value
         model.train()
-        return self.train_metrics({k: float(v) for k, v in sums.items()})
+        return sums
 
     def eval_batches(self, split: str) -> list[Any]:
         size = self.cfg.train.eval_batch_size

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from sweeplab.errors import UserError
 from sweeplab.models.mlp_numpy import NumpyMLP, NumpySGD, clip_global_norm, softmax_cross_entropy
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import Metric
-from sweeplab.tasks.base import StepOutput, Task
+from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
 FIGURE = "decision_boundary"  # .png and .svg in the run folder
 CONVERGED_WITHIN = 0.01  # convergence epoch: first evaluation within 1 point of the best valid accuracy
@@ -102,16 +103,16 @@ class Toy2DTask(Task):
         correct = int((logits.argmax(1) == y.numpy()).sum())
         return StepOutput(torch.tensor(loss), len(y), {"correct": torch.tensor(correct)})
 
-    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+    def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1)
         return {"loss": sums["loss"] / n, "acc": sums["correct"] / n}
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        x, y = self.splits[split]
-        logits = model(x).float()
-        return {"loss": float(F.cross_entropy(logits, y)), "acc": float((logits.argmax(1) == y).float().mean())}
+    def evaluate_sums(self, model: nn.Module, split: str, part: Part = WHOLE) -> dict[str, Any]:
+        x, y = (part.take(t) for t in self.splits[split])
+        logits = model(x).float()  # (B, classes)
+        return {"loss": F.cross_entropy(logits, y, reduction="sum"), "n": len(y), "correct": (logits.argmax(1) == y).sum()}
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
