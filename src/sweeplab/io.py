@@ -110,7 +110,7 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, IsADirectoryError):
         return "it is a folder"
     if isinstance(exc, PermissionError):
-        return "permission denied"
+        return "permission denied; the file itself may be sound"
     if isinstance(exc, OSError):
         return f"I/O error ({exc.strerror or type(exc).__name__}); the file itself may be sound"
     if isinstance(exc, MemoryError | torch.OutOfMemoryError):

@@ -215,6 +215,13 @@ def check_ray(store_url: str, address: str | None = None, artifacts: str | None 
         _check_shared_folder(root.root)
 
 
+def cluster_device() -> str:
+    """What `device=auto` means on the connected Ray cluster: cuda when any of its nodes has a GPU."""
+    import ray
+
+    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
 def connect_ray(address: str | None) -> None:
     """Connect this driver to the cluster at `address` (default $RAY_ADDRESS, else the one `ray start` left)."""
     import ray
@@ -428,13 +435,12 @@ def _submit(jobs: list[Job], store: Store, threads: int) -> dict[Any, Job]:
 
 
 def _gpus(job: Job, cluster_gpus: float) -> int:
-    """A GPU for a run that resolves to CUDA: `cuda`, or `auto` on a cluster that has GPUs."""
+    """A GPU (one per DDP process) for a run that resolved to CUDA: `cuda`, or `auto` on a cluster with GPUs."""
     device = job.cfg.device
-    wants = device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)
     if device.startswith("cuda") and cluster_gpus == 0:
         raise UserError(f"device={device}: cell {job.cell!r} needs a GPU but the Ray cluster has none; "
                         "accepted here: device=cpu or device=auto")
-    return max(1, job.cfg.train.nproc) if wants else 0
+    return max(1, job.cfg.train.nproc) if device.startswith("cuda") else 0
 
 
 def _settle(store: Store, job: Job, ref: Any) -> Outcome:

@@ -26,6 +26,7 @@ class Cell:
     cli: dict[str, Any] = field(default_factory=dict)  # command-line overrides: applied last
     reduction: dict[str, Any] = field(default_factory=dict)  # the planner's train.epochs / train.max_steps
     note: str | None = None  # runs.note: the scale's note and the planner's reduction
+    auto_device: str | None = None  # what device=auto means where the cell trains (a Ray cluster's GPUs); None: here
     cfg: RunConfig | None = None
 
     @property
@@ -53,7 +54,7 @@ def pick_scale(experiment: Experiment, requested: str | None, where: str) -> str
 
 
 def expand(experiment: Experiment, scale: str | None, overrides: dict[str, Any] | None = None,
-           where: str = "") -> list[Cell]:
+           where: str = "", auto_device: str | None = None) -> list[Cell]:
     """Every (row, seed) of the experiment, resolved; rows in table order, seeds within a row."""
     scale_spec = experiment.scales.get(scale) if scale else None
     scale_layer = dict(scale_spec.overrides) if scale_spec else {}
@@ -62,7 +63,7 @@ def expand(experiment: Experiment, scale: str | None, overrides: dict[str, Any] 
     for label, row_layers in experiment.rows():
         for seed in experiment.seed_list():
             layers = (dict(experiment.base), *row_layers, {"seed": seed}, scale_layer)
-            cell = Cell(experiment.task, label, seed, layers, dict(overrides or {}), note=note)
+            cell = Cell(experiment.task, label, seed, layers, dict(overrides or {}), note=note, auto_device=auto_device)
             cells.append(resolved(cell, where, scale))
     _check_distinct(cells, where, scale)
     return cells
@@ -70,7 +71,7 @@ def expand(experiment: Experiment, scale: str | None, overrides: dict[str, Any] 
 
 def resolved(cell: Cell, where: str, scale: str | None = None) -> Cell:
     try:
-        cfg = resolve(cell.task, *cell.layers, cell.reduction, cell.cli)
+        cfg = resolve(cell.task, *cell.layers, cell.reduction, cell.cli, auto_device=cell.auto_device)
     except UserError as exc:
         scale_text = f", scale {scale}" if scale else ""
         raise UserError(f"{where}: cell {cell.label} (seed {cell.seed}{scale_text}): {exc}") from None

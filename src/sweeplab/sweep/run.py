@@ -20,7 +20,7 @@ from sweeplab.errors import UserError
 from sweeplab.store import RunRow, Store, open_store
 from sweeplab.store.db import FINAL_STATUSES, redact
 from sweeplab.sweep.board import Board
-from sweeplab.sweep.executors import check_ray, run_local, run_ray
+from sweeplab.sweep.executors import check_ray, cluster_device, run_local, run_ray
 from sweeplab.sweep.expand import Cell, expand, pick_scale
 from sweeplab.sweep.experiment import Experiment, load_experiment
 from sweeplab.sweep.planner import Plan, make_plan, parse_budget, threads_per_worker
@@ -63,8 +63,10 @@ def run_sweep(path: str | Path, opts: SweepOptions, console: Console | None = No
     where = str(path)
     experiment = load_experiment(path)  # validates the file and resolves every cell
     scale = pick_scale(experiment, opts.scale, where)
-    cells = expand(experiment, scale, opts.overrides, where)
     _check_options(opts)
+    # device=auto means what the machines that train have: on a Ray cluster, its GPUs (asked of the cluster).
+    auto_device = cluster_device() if opts.executor == "ray" else None
+    cells = expand(experiment, scale, opts.overrides, where, auto_device)
     store = open_store(opts.store_url, opts.artifacts)
     threads = threads_per_worker(opts.workers)
     plan = None

@@ -15,8 +15,10 @@ from sweeplab.errors import UserError
 from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
 
 
-def resolve(task_name: str, *layers: dict[str, Any]) -> RunConfig:
-    """Task defaults, then each layer in order (experiment file, overrides); validated."""
+def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = None) -> RunConfig:
+    """Task defaults, then each layer in order (experiment file, overrides); validated. `device=auto` becomes
+    `auto_device` when given (what the machines that will train have: a Ray cluster's GPUs), else what this
+    machine has."""
     task = TASKS.get(task_name, key="task").obj
     merged: dict[str, Any] = {"seed": 1111, "device": "auto", **task.defaults}
     for layer in layers:
@@ -32,7 +34,7 @@ def resolve(task_name: str, *layers: dict[str, Any]) -> RunConfig:
     return RunConfig(
         task=task_name,
         seed=_typed(merged, "seed", int),
-        device=_device(merged["device"]),
+        device=_device(merged["device"], auto_device),
         data_name=names["data"],
         model_name=names["model"],
         optim_name=names["optim"],
@@ -59,12 +61,12 @@ def _typed(merged: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _device(value: Any) -> str:
+def _device(value: Any, auto_device: str | None) -> str:
     """The device a run trains on; `auto` is resolved here, so `auto` and `cuda` on a GPU are one run."""
     if value not in ("auto", "cpu", "cuda") and not (isinstance(value, str) and value.startswith("cuda:")):
         raise UserError(f"device: {value!r} is not accepted; accepted: auto, cpu, cuda, cuda:N")
     if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return auto_device or ("cuda" if torch.cuda.is_available() else "cpu")
     return value
 
 
