@@ -33,6 +33,15 @@ def test_the_passing_rules_are_the_stated_tolerances():
     assert long.passes(0.35) and not long.passes(1.0)
 
 
+@pytest.mark.parametrize("check", [c for c in fidelity.CHECKS if c.name.startswith("palindrome")],
+                         ids=lambda c: c.name)
+def test_a_palindrome_model_at_chance_fails(check):
+    """One of 10 digits is right by chance (0.10): no palindrome verdict may pass there, not even "length 20
+    does not converge", while the report's own figure passes its check."""
+    assert not check.passes(fidelity.DIGIT_CHANCE) and not check.passes(0.15)
+    assert check.passes(check.reference)
+
+
 def test_smoke_run_gives_ours_reference_and_verdict(tmp_path, capsys, one_thread):
     store = f"sqlite:///{tmp_path / 'fidelity.sqlite'}"
     assert fidelity.main(["--smoke", "--store", store, "--only", "addition RNN lr 1e-4", "palindrome reads 5"]) == 0

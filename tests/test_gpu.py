@@ -32,6 +32,32 @@ def test_image_trains_on_the_gpu_channels_last_bf16(store_url):
     assert result.status == "finished" and result.device != "cpu" and 0 <= result.metrics["test/acc1"] <= 1
 
 
+@pytest.mark.parametrize("resume_on", ["cuda", "cpu"])
+def test_a_run_checkpointed_on_the_gpu_resumes_on_the_gpu_and_on_the_cpu(resume_on, tiny_corpus, tmp_path):
+    """The checkpoint loads onto the CPU (the generator states must stay there) and the state dicts are copied
+    to the resuming device; the CUDA generators come back too, so a resume on the GPU repeats the run exactly."""
+    from sweeplab.engine import checkpoint
+
+    layer = {**LM, "data.path": str(tiny_corpus), "model.dropout": 0.3, "train.epochs": 3,
+             "train.keep_checkpoints": "all"}
+    reference = execute(resolve("lm", layer), open_store(f"sqlite:///{tmp_path / 'ref.sqlite'}"), RunOptions(quiet=True))
+    store = open_store(f"sqlite:///{tmp_path / 'run.sqlite'}")
+    first = execute(resolve("lm", layer), store, RunOptions(quiet=True))
+    run_dir = store.run_dir(first.run_id)
+    assert len(checkpoint.load(checkpoint.epoch_path(run_dir, 2))["rng"]["cuda"]) == torch.cuda.device_count()
+    checkpoint.epoch_path(run_dir, 3).unlink()
+    cfg = resolve("lm", layer)
+    task = TASKS.get("lm").obj(cfg, get_device(resume_on))
+    model = task.build()
+    trainer = Trainer(task, model, store=store, run_id=first.run_id, run_dir=run_dir, quiet=True)
+    assert trainer.restore_latest() == 2 and next(model.parameters()).device.type == resume_on
+    trainer.recorder.close()
+    if resume_on == "cuda":  # the whole resume through the engine, from epoch 2: the same numbers
+        store.update_run(first.run_id, status="interrupted")
+        resumed = execute(cfg, store, RunOptions(quiet=True))
+        assert resumed.metrics["test/loss"] == reference.metrics["test/loss"]
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP on GPUs needs 2 or more")
 def test_ddp_on_two_gpus_matches_one_gpu(tiny_corpus, store_url):
     store = open_store(store_url)
@@ -39,6 +65,18 @@ def test_ddp_on_two_gpus_matches_one_gpu(tiny_corpus, store_url):
     one = execute(resolve("lm", layer), store, RunOptions(quiet=True))
     two = execute(resolve("lm", {**layer, "train.nproc": 2}), store, RunOptions(quiet=True))
     assert two.status == "finished" and store.get_run(two.run_id).env["processes"] == 2
+    assert two.metrics["test/loss"] == pytest.approx(one.metrics["test/loss"], rel=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP on GPUs needs 2 or more")
+def test_ddp_with_batchnorm_on_two_gpus_matches_one_gpu(store_url):
+    """SyncBatchNorm over NCCL: the whole batch's statistics, as on one GPU."""
+    store = open_store(store_url)
+    layer = {"data": "digits", "model": "vgg8", "data.train_limit": 512, "train.batch_size": 64, "train.epochs": 2,
+             "device": "cuda"}
+    one = execute(resolve("image", layer), store, RunOptions(quiet=True))
+    two = execute(resolve("image", {**layer, "train.nproc": 2}), store, RunOptions(quiet=True))
+    assert two.status == "finished"
     assert two.metrics["test/loss"] == pytest.approx(one.metrics["test/loss"], rel=1e-3)
 
 

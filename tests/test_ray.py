@@ -28,6 +28,7 @@ from sweeplab.store import open_store
 from sweeplab.sweep import executors
 from sweeplab.sweep.expand import expand
 from sweeplab.sweep.experiment import load_experiment
+from sweeplab.tasks import resolve
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 needs_postgres = pytest.mark.skipif(not PG_URL, reason="no PostgreSQL server: set SWEEPLAB_TEST_POSTGRES=postgresql://...")
@@ -295,6 +296,39 @@ def test_ctrl_c_of_the_driver_leaves_resumable_runs_and_the_same_command_finishe
         last = max(r[1] for r in before[run.id])  # rows of the epoch it was in go; the final evaluation's too
         kept = [row for row in before[run.id] if row[1] < last and row[2] not in ("best", "test")]
         assert set(kept) <= set(metric_ids(store, run.id))  # resumed: the rows of its checkpointed epochs stay
+
+
+# ------------------------------------------------------------------------------------- placement
+@needs_postgres
+def test_device_auto_on_a_cluster_with_gpus_asks_for_a_gpu_and_never_trains_on_the_cpu(cluster, pg, places):
+    """A node that reports a GPU (a Ray resource; this machine has no CUDA) stands in for a GPU node. `auto`
+    must resolve against the cluster, not the driver's CPU: the cell is a CUDA run, Ray places it on the GPU
+    node, and there it fails the way a node without a working GPU would, instead of training on the CPU."""
+    driver, shared, _ = places
+    cwd = Path.cwd()
+    os.chdir(_folder(cluster.root / "gpu-node"))
+    try:
+        gpu_node = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1")
+    finally:
+        os.chdir(cwd)
+    try:
+        cluster.wait_for_nodes()
+        path = toy_experiment(driver, "onthegpu", {"MLP": {"model": "mlp"}}, epochs=1)
+        result = invoke("sweep", path, "--executor", "ray", "--address", cluster.address, "--store", plain(pg),
+                        "--artifacts", shared)
+        assert result.exit_code != 0
+        (row,) = open_store(pg).list_runs(sweep="onthegpu")
+        assert row.config["device"] == "cuda" and row.status == "failed"
+        assert "no CUDA device is available" in row.error  # raised on the GPU node, before any training
+        assert not open_store(pg).metrics(row.id)
+    finally:
+        cluster.remove_node(gpu_node)
+
+
+def test_device_auto_resolves_to_what_the_cluster_has():
+    assert resolve("toy2d", {"device": "auto"}, auto_device="cuda").device == "cuda"
+    assert resolve("toy2d", {"device": "auto"}, auto_device="cpu").device == "cpu"
+    assert resolve("toy2d", {"device": "cpu"}, auto_device="cuda").device == "cpu"  # an explicit choice stands
 
 
 # ------------------------------------------------------------------------------------- bad input

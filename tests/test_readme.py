@@ -8,6 +8,7 @@ commands (`generate`, `compare`, `runs show` ...) read them. GPU commands must s
 from __future__ import annotations
 
 import glob
+import json
 import re
 import shlex
 import time
@@ -78,6 +79,21 @@ def test_every_readme_command_works(tmp_path, monkeypatch):
         assert result.exit_code == 0, (args, result.output)
     assert Path("attention.svg").stat().st_size > 1000
     assert Path("reports/quick/index.html").exists()
+
+
+# What a recipe must reach, as written in the README, to count as one that learns (chance: 0.1 and 0.5).
+LEARNS = {"palindrome": ("test/acc", 0.9), "toy2d": ("test/acc", 0.85)}
+
+
+@pytest.mark.parametrize("args", [a for a in readme_commands() if a[0] == "run" and a[1] in LEARNS and "--name" in a],
+                         ids=" ".join)
+def test_readme_recipes_learn(args, tmp_path):
+    """A recipe that ends `finished` at chance is a broken recipe (the palindrome's at lr 1e-2 did)."""
+    metric, bound = LEARNS[args[1]]
+    result = CliRunner().invoke(app, [*args, "--json", "--store", f"sqlite:///{tmp_path / 's.sqlite'}"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed["status"] == "finished" and printed["metrics"][metric] >= bound, printed["metrics"]
 
 
 @pytest.mark.parametrize("args", [a for a in readme_commands() if a[0] == "sweep"], ids=" ".join)

@@ -13,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 import torch
-from tests.test_checkpoints import damage, interrupt_in_epoch, rows, tiny_cfg
+from tests.test_checkpoints import damage, interrupt_in_epoch, rows
 
 from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute

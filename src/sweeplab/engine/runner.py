@@ -93,10 +93,10 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
     dist = distributed.current()
     if dist.active:
         cfg = _joined(cfg, dist.world)
+    device = get_device(cfg.device)
     distributed.check_request(cfg.device, cfg.train.nproc, cfg.train.batch_size, launched=dist.active)
     if cfg.train.nproc > 1 and not dist.active and not opts.dry_run:
         return _execute_ddp(cfg, store, opts)
-    device = get_device(cfg.device)
     if dist.active:
         device = distributed.rank_device(device, dist)
         distributed.init_group(dist, device)
@@ -251,6 +251,7 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
         with _sigterm_as_interrupt():
             trainer.fit()
             trainer.evaluate_final()
+            trainer.check_lease()  # the run folder's files are the owner's to write: fenced like the checkpoints
             extra = {**task.finish(trainer.model, trainer.run_dir), **task.summarize(store.metrics(run_id))}
         trainer.prune_final()
     except Diverged as exc:
