@@ -209,3 +209,26 @@ def test_bench_devices_times_the_cpu_and_says_why_gpu_rows_are_missing(store_url
     markdown = (out / "report.md").read_text()
     assert "task toy2d" in markdown and "| ms/batch | Trainable params |" in markdown
     assert f"| {run.name} |" in markdown and "not in the experiment's cells" not in markdown
+
+
+def test_a_sweep_under_torchrun_is_one_line(store_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    path = Path(__file__).parent.parent / "experiments" / "palindrome.yaml"
+    result = runner.invoke(app, ["sweep", str(path), "--store", store_url])
+    assert result.exit_code == 2 and "train.nproc" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_sweep_worker_trains_a_ddp_cell_and_keeps_its_own_signal_handling(store_url, tmp_path):
+    """A local sweep worker (a daemonic process that ignores Ctrl-C) starts the cell's ranks through torchelastic's
+    agent, which installs its own handlers; the worker gets its own back for the next cell."""
+    import yaml
+
+    spec = {"name": "ddpcells", "task": "toy2d", "base": {**UNEVEN, "train.batch_size": 24, "train.nproc": 2},
+            "variants": {"moons": {}, "circles": {"data": "circles"}},
+            "columns": [{"title": "Test acc", "metric": "test/acc"}], "scales": {}}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = runner.invoke(app, ["sweep", str(path), "--store", store_url])
+    assert result.exit_code == 0, result.output
+    runs = open_store(store_url).list_runs(sweep="ddpcells")
+    assert {r.status for r in runs} == {"finished"} and {r.env["processes"] for r in runs} == {2}

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,15 @@ def launch(config: dict[str, Any], store_url: str, options: dict[str, Any], npro
             rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}", local_addr="127.0.0.1",
             max_restarts=0, monitor_interval=0.2, logs_specs=DefaultLogsSpecs(log_dir=str(Path(tmp) / "logs")),
             shutdown_timeout=SHUTDOWN_GRACE_S)
+        handlers = {sig: signal.getsignal(sig) for sig in _AGENT_SIGNALS}  # the agent installs its own, for good
         try:
             elastic_launch(launch_config, sys.executable)("-m", "sweeplab.engine.launch", str(job_file))
         except SignalException:
             raise KeyboardInterrupt from None
         except ChildFailedError:
             pass  # the failing rank's outcome file says why
+        finally:
+            _restore(handlers)
         results = [json.loads(p.read_text()) if p.exists() else None for p in outcomes]
     errors = [r for r in results if r and "error" in r]
     if errors:  # a rank's own failure, not the interruption the others then saw
@@ -66,6 +70,16 @@ def launch(config: dict[str, Any], store_url: str, options: dict[str, Any], npro
         failed = next((r for r, found in enumerate(results) if found is None), 0)
         return {"error": f"DDP rank {failed} exited without an outcome (killed?)", "user_error": False}
     return results[0]
+
+
+_AGENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    """Put back this process's signal handlers (a sweep worker ignores Ctrl-C: its parent decides)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _free_port() -> int:

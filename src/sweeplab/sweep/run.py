@@ -81,6 +81,9 @@ def run_sweep(path: str | Path, opts: SweepOptions, console: Console | None = No
 
 
 def _check_options(opts: SweepOptions) -> None:
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise UserError("WORLD_SIZE is set (torchrun?): a sweep starts its cells itself, one process group each; "
+                        "run `sweeplab sweep` once, with train.nproc=N for DDP cells")
     if opts.executor not in EXECUTORS:
         raise UserError(f"--executor: {opts.executor!r} is not accepted; accepted: {', '.join(EXECUTORS)}")
     if opts.workers < 1:
