@@ -88,10 +88,10 @@ def record_failure(store: Store, job: Job, error: str, trace: str | None = None,
 def quiet_openmp() -> None:
     """Idle OpenMP threads sleep at once instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user chose.
 
-    Spinning threads wait for CPU time that other processes on the same cores hold: on 2 shared cores the
-    palindrome steps ran 2-13x slower with 2 threads than with 1 under OpenMP's default; passive, 2 threads
-    run as fast as 1, loaded or not (spinning wins only on idle cores; benchmarks/RESULTS.md, issue 12).
-    OpenMP reads it once, as torch loads."""
+    Spinning threads wait for CPU time that other processes on the same cores hold: on 2 loaded cores the
+    engine's sequence steps ran 6-13x slower with 2 threads than with 1 under OpenMP's default; passive, 2
+    threads were as fast as 1 (benchmarks/RESULTS.md, "Sweep workers", with its command). OpenMP reads it
+    once, as torch loads."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
