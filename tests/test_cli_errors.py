@@ -38,7 +38,7 @@ def one_error_line(result, *parts: str) -> str:
 @pytest.fixture
 def lm_run(tiny_corpus, store_url):
     def make(*extra: str) -> str:
-        result = invoke("run", "lm", *TINY, f"data.path={tiny_corpus}", "train.epochs=1", *extra, "--json",
+        result = invoke("run", "lm", *TINY[:-1], f"data.path={tiny_corpus}", "train.epochs=1", *extra, "--json",
                         "--store", store_url)
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout.strip().splitlines()[-1])["run_id"]
@@ -149,8 +149,10 @@ def test_csv_export_neutralises_formulas_and_keeps_numbers(lm_run, store_url):
 def test_csv_cells_starting_with_formula_characters():
     from sweeplab.cli import csv_cell
 
-    for text in ("=1+1", "+1+A1", "-cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\rx"):
+    for text in ("=1+1", "+1+A1", "-cmd|' /C calc'!A0", "@SUM(A1)"):
         assert csv_cell(text) == "'" + text
+    for text in ("\tx", "\rx"):  # quoted, and the control character itself escaped
+        assert csv_cell(text) == "'" + text.encode("unicode_escape").decode()
     for value in (-0.5, -3, 0.25, "-0.5", "-1e-05", "lstm", "", None, math.nan):
         assert csv_cell(value) is value  # numbers (negative ones too) stay numbers
 

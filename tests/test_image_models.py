@@ -114,7 +114,8 @@ def test_num_classes_must_match_the_data():
                                           (["model.num_classes=7"], "model.num_classes=7"),
                                           (["model=resnet18", "model.stem=big"], "model.stem")])
 def test_bad_model_input_is_one_line_exit_2_and_no_run(store_url, args, needle):
-    result = runner.invoke(app, ["run", "image", "data=digits", *args, "--store", store_url])
+    data = [] if any(a.startswith("data=") for a in args) else ["data=digits"]
+    result = runner.invoke(app, ["run", "image", *data, *args, "--store", store_url])
     assert result.exit_code == 2, result.output
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert open_store(store_url).list_runs() == []

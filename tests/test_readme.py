@@ -43,8 +43,10 @@ def readme_commands() -> list[list[str]]:
 
 def adapted(args: list[str]) -> list[str]:
     args = [m for a in args for m in (sorted(glob.glob(a)) if "*" in a else [a])]  # as the shell would
-    if args[0] == "run" and "--name" in args:
-        return args + SMALLER[args[1]]
+    if args[0] == "run" and "--name" in args:  # the smaller settings replace the recipe's own (a key once)
+        smaller = SMALLER[args[1]]
+        keys = {pair.split("=", 1)[0] + "=" for pair in smaller}
+        return [a for a in args if not a.startswith(tuple(keys))] + smaller
     if args[0] == "run" and "--help" not in args and "--dump-config" not in args:
         return args + ["--dry-run"]
     if args[0] == "sweep" and "--budget" in args:

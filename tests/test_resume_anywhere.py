@@ -223,6 +223,7 @@ def test_the_best_epochs_checkpoint_is_kept_beside_the_last(store_url, monkeypat
 
 def test_mlp_numpy_records_the_cpu_it_trains_on_whatever_was_asked(store_url, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU, asked for it
+    monkeypatch.setattr("sweeplab.models.size.device_memory", lambda device: 2**40)  # its memory, asked of CUDA
     result = execute(resolve("toy2d", {**TOY, "model": "mlp_numpy", "device": "cuda"}), open_store(store_url),
                      RunOptions(quiet=True))
     assert result.status == "finished" and result.device == "cpu"

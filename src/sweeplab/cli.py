@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -17,7 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sweeplab.errors import UserError
+from sweeplab.config import json_safe
+from sweeplab.errors import UserError, no_space_message
+from sweeplab.terminal import printable
 
 
 class _Group(TyperGroup):
@@ -25,36 +26,61 @@ class _Group(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
         try:
+            _check_utf8(sys.argv[1:] if args is None else args)
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
                               **extra)
             code = rv if isinstance(rv, int) else 0  # non-standalone click returns typer.Exit's code
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(exc)}", file=sys.stderr)  # one line, whatever the message quotes
             code = 2
         except typer.TyperException as exc:  # the argument parser's usage errors
             ctx = getattr(exc, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+            print(f"error: {printable(exc.format_message())}{hint}", file=sys.stderr)
             code = 2
         except typer.Abort:
             code = 130
         except Exception as exc:
             from sweeplab.store.db import damaged_store
 
-            if (damage := damaged_store(exc)) is None:
+            if (line := no_space_message(exc) or damaged_store(exc)) is None:
                 raise
-            print(f"error: {damage}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
             code = 2
         if standalone_mode:
             sys.exit(code)
         return code
 
 
+def _check_utf8(args: list[str]) -> None:
+    """A name or path that is not valid UTF-8 arrives as text with lone surrogates, which no store, file name
+    or terminal takes: one line instead of an encoding traceback deep inside."""
+    for arg in args:
+        try:
+            str(arg).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"argument {ascii(arg)} is not valid UTF-8; accepted: UTF-8 text") from None
+
+
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run the classic deep-learning course experiments as reproducible runs, sweeps and reports.")
-runs_app = typer.Typer(no_args_is_help=True, help="List, show and export stored runs.")
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, check, fetch.")
-bench_app = typer.Typer(no_args_is_help=True, help="Time the same run on different hardware.")
+
+
+def _command_group(help_text: str) -> typer.Typer:
+    """A group of subcommands that, called alone (`sweeplab runs`), prints its help and exits 0."""
+    group = typer.Typer(help=help_text, invoke_without_command=True)
+
+    @group.callback()
+    def alone(ctx: typer.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            out.print(ctx.get_help())
+
+    return group
+
+
+runs_app = _command_group("List, show and export stored runs.")
+data_app = _command_group("Datasets: list, check, fetch.")
+bench_app = _command_group("Time the same run on different hardware.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
@@ -68,9 +94,13 @@ ARTIFACTS = typer.Option(None, "--artifacts", metavar="URI",
                               "a stored run is found where its row says")
 
 
-def use_artifacts(uri: str | None) -> str | None:
-    """--artifacts holds for this process and every process it starts (sweep workers, DDP ranks)."""
+def use_artifacts(uri: str | None, *, write: bool = False) -> str | None:
+    """--artifacts holds for this process and every process it starts (sweep workers, DDP ranks); checked
+    first, in one line: for a command that trains (`write`), that runs can keep their files there."""
     if uri:
+        from sweeplab.store.artifacts import Artifacts
+
+        Artifacts(uri).check(write=write)
         os.environ["SWEEPLAB_ARTIFACTS"] = uri
     return uri
 
@@ -109,7 +139,7 @@ def run(ctx: typer.Context,
     if dump_config:
         out.print_json(data={**cfg.to_dict(), "key": run_key(cfg)})
         return
-    db = open_store(store, use_artifacts(artifacts))
+    db = open_store(store, use_artifacts(artifacts, write=not dry_run))
     speaks = distributed.current().is_main  # under torchrun every rank runs this command; rank 0 speaks for them
     result = execute(cfg, db, RunOptions(name=name, dry_run=dry_run, quiet=not speaks, wait=wait))
     if not speaks:
@@ -123,7 +153,7 @@ def run(ctx: typer.Context,
 
 
 def print_result(result) -> None:
-    table = Table(title=f"run {result.run_id or '(dry run)'} · {result.task} · {result.status}", show_header=False)
+    table = Table(title=escape(f"run {result.run_id or '(dry run)'} · {result.task} · {result.status}"), show_header=False)
     table.add_row("params", f"{result.params:,}")
     table.add_row("device", result.device)
     for key in sorted(result.metrics):
@@ -164,15 +194,24 @@ def runs_list(store: str | None = STORE, task: str | None = typer.Option(None, h
               sweep: str | None = typer.Option(None, help="only this sweep")) -> None:
     """One line per run: id, name, task, status, epochs and its headline metrics."""
     from sweeplab.store import open_store
+    from sweeplab.tasks import capable
 
     db = open_store(store)
-    table = Table("id", "name", "task", "status", "epoch", "metrics")
+    lines = []
     for row in db.list_runs(task=task, sweep=sweep):
         summary = db.summary(row.id)
         shown = {k: v for k, v in summary.items() if k.startswith(("valid/", "test/")) and
                  k.endswith(("ppl", "acc1", "acc", "loss"))}
-        table.add_row(*map(escape, (row.id, row.name, row.task, row.status)), str(row.epoch),
-                      "  ".join(f"{escape(k)} {v:.4g}" for k, v in sorted(shown.items())[:4]))
+        length = f"step {row.step}" if capable(row.task, "steps") else f"epoch {row.epoch}"
+        metrics = "  ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())[:4])
+        lines.append([printable(v) for v in (row.id, row.name, row.task, row.status, length, metrics)])
+    if not out.is_terminal:  # a pipe or a file: one line a run, whole names, for grep and awk
+        for line in lines:
+            print("\t".join(line))
+        return
+    table = Table("id", "name", "task", "status", "length", "metrics")
+    for line in lines:
+        table.add_row(*map(escape, line))
     out.print(table)
 
 
@@ -182,17 +221,22 @@ def runs_show(run_ref: str = typer.Argument(..., metavar="RUN", help="run id, id
     """Everything stored about one run: config, environment, summary, artifacts."""
     from sweeplab.store import open_store
     from sweeplab.store.artifacts import shown
+    from sweeplab.store.runfiles import RefusedFile
 
     db = open_store(store, use_artifacts(artifacts_root))
     row = db.get_run(run_ref)
-    artifacts = db.artifact_files(row.id)
-    out.print_json(data={"id": row.id, "name": row.name, "key": row.key, "task": row.task, "status": row.status,
-                         "epoch": row.epoch, "step": row.step, "error": row.error, "note": row.note,
-                         "held_by": db.holder(row), "sweep": row.sweep, "cell": row.cell, "config": row.config,
-                         "env": row.env,
-                         "summary": {k: (v if v == v else None) for k, v in db.summary(row.id).items()},
-                         "metric_rows": len(db.metrics(row.id)), "artifacts_at": shown(row.artifacts or ""),
-                         "artifacts": artifacts})
+    try:
+        artifacts = db.artifact_files(row.id)
+    except RefusedFile as exc:  # the row is still worth showing; the folder's listing is not to be trusted
+        print(f"warning: {exc}", file=sys.stderr)
+        artifacts = []
+    shown_row = {"id": row.id, "name": row.name, "key": row.key, "task": row.task, "status": row.status,
+                 "epoch": row.epoch, "step": row.step, "error": row.error, "note": row.note,
+                 "held_by": db.holder(row), "sweep": row.sweep, "cell": row.cell, "config": row.config,
+                 "env": row.env, "summary": db.summary(row.id),
+                 "metric_rows": len(db.metrics(row.id)), "artifacts_at": shown(row.artifacts or ""),
+                 "artifacts": artifacts}
+    out.print_json(data=json_safe(shown_row))  # rich would write a diverged run's NaN and Infinity: not JSON
 
 
 @runs_app.command("export")
@@ -225,28 +269,19 @@ def runs_export(fmt: str = typer.Option("csv", "--format", help="csv or json"),
     print(buffer.getvalue(), end="")
 
 
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null, value by value: JSON has no such numbers, and a text-wide replace
-    would corrupt a name that contains "NaN"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
 PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def csv_cell(value: Any) -> Any:
     """A text cell that a spreadsheet would run as a formula gets a leading quote (OWASP's CSV injection advice);
-    numbers, negative ones included, and text that is just a number stay as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
-        return "'" + value
-    return value
+    numbers, negative ones included, and text that is just a number stay as they are. Control characters are
+    escaped: a cell holds no line break and no terminal escape sequence."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + printable(value)
+    return printable(value)
 
 
 # ------------------------------------------------------------------------------- language models
@@ -254,16 +289,20 @@ def csv_cell(value: Any) -> Any:
 def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typer.Option(100, min=1),
              temperature: float = typer.Option(1.0, help="higher: more diverse"),
              top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k likeliest words, 0 = all"),
-             seed: int = typer.Option(1111), prompt: str = typer.Option("", help="text to continue"),
+             seed: int = typer.Option(1111, min=0, max=2**32 - 1, help="0 to 2**32 - 1, as a run's seed"),
+             prompt: str = typer.Option("", help="text to continue"),
              store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Text from a language-model run's best checkpoint."""
+    from sweeplab.report.lm_artifacts import GENERATE_WORDS, check_prompt, check_words, load_lm
     from sweeplab.report.lm_artifacts import generate as sample
-    from sweeplab.report.lm_artifacts import load_lm
     from sweeplab.store import open_store
 
+    check_words("--words", words, GENERATE_WORDS)
+    check_prompt(prompt)
     db = open_store(store, use_artifacts(artifacts))
     model, dictionary, _ = load_lm(db, db.get_run(run_ref))
-    print(sample(model, dictionary, words=words, temperature=temperature, top_k=top_k, seed=seed, prompt=prompt))
+    text = sample(model, dictionary, words=words, temperature=temperature, top_k=top_k, seed=seed, prompt=prompt)
+    print("\n".join(printable(line) for line in text.splitlines()))  # words come from the run folder: untrusted
 
 
 @app.command()
@@ -272,9 +311,10 @@ def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
               out_file: Path = typer.Option(Path("attention.svg"), "--out", help=".svg or .png"),
               store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Attention heat maps (a row per layer, a column per head) of a Transformer LM run."""
-    from sweeplab.report.lm_artifacts import load_lm, save_attention
+    from sweeplab.report.lm_artifacts import ATTENTION_WORDS, check_words, load_lm, save_attention
     from sweeplab.store import open_store
 
+    check_words("--text", len(text.split()), ATTENTION_WORDS)
     if out_file.suffix not in (".svg", ".png"):
         raise UserError(f"--out: {out_file} must end in .svg or .png")
     check_output_file(out_file, "--out")
@@ -371,14 +411,21 @@ def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help
           budget: str | None = typer.Option(None, "--budget", help="fit the table in this time, e.g. 20m"),
           plan: bool = typer.Option(False, "--plan", help="print the plan and its time estimate; train nothing"),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed cells again"),
+          wait: bool = typer.Option(False, "--wait", help="wait for cells other processes are training, so that "
+                                                         "the sweep ends with every cell ended"),
+          max_cells: int | None = typer.Option(None, "--max-cells", min=1, metavar="N",
+                                               help="allow more cells than $SWEEPLAB_MAX_CELLS or 10,000"),
+          max_seeds: int | None = typer.Option(None, "--max-seeds", min=1, metavar="N",
+                                               help="allow more seeds than $SWEEPLAB_MAX_SEEDS or 100"),
           store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
     """Run every cell of an experiment file; finished cells are skipped, interrupted ones resume."""
     from sweeplab.config import parse_overrides
     from sweeplab.sweep.run import SweepOptions, run_sweep
 
     opts = SweepOptions(scale=scale, workers=workers, executor=executor, budget=budget, plan_only=plan,
-                        store_url=store, artifacts=use_artifacts(artifacts), address=address, retry_failed=retry_failed,
-                        overrides=parse_overrides(overrides or []))
+                        store_url=store, artifacts=use_artifacts(artifacts, write=not plan), address=address,
+                        retry_failed=retry_failed, wait=wait, overrides=parse_overrides(overrides or []),
+                        max_cells=max_cells, max_seeds=max_seeds)
     try:
         result = run_sweep(experiment, opts, out)
     except KeyboardInterrupt:
@@ -392,6 +439,10 @@ def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help
         print(f"error: {result.failed} cell(s) failed; `sweeplab runs list --sweep {result.name}` shows why, "
               "`--retry-failed` runs them again", file=sys.stderr)
         raise typer.Exit(2 if result.user_errors == result.failed else 1)
+    if result.elsewhere:  # `sweep && report` must not report a table that is still being filled
+        print(f"error: {result.elsewhere} cell(s) are still being trained by other processes; `--wait` waits for "
+              "them", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command("import")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from sweeplab.errors import UserError
 
 GROUPS = ("data", "model", "optim", "train")
 TOP_LEVEL = ("seed", "device")
+# Seeds go to np.random.seed, the narrowest of the seeders (torch.manual_seed takes up to 2**64 - 1).
+MAX_SEED = 2**32 - 1
 
 
 # How a field enters the run key (see `key_fields`). Most fields are plain: always part of it.
@@ -29,12 +32,15 @@ OUTSIDE_KEY = {"key": "outside"}  # cannot change the numbers (log interval, whi
 NEUTRAL = {"key": "neutral"}  # added after runs were stored, with a default that behaves as before: at that
 #                               default the key leaves it out, so runs stored before it existed are still found.
 #                               A neutral field's default must never change.
+SIZE = {"size": True}  # a model setting that sets how big the model is: named when one is too big to train
+MAX_LAYERS = 1000  # bound of every layer count: models list their layers before the memory check can count them
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys and type changes are errors."""
+    """Base of every config section: unknown keys, type changes and NaN or infinite numbers are errors (no setting
+    takes one, and the stored config is JSON, which has none)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class OptimConfig(Section):
@@ -48,8 +54,8 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(1, ge=1, description="passes over the training data")
     max_steps: int = Field(0, ge=0, description="cap on optimizer steps, 0 = no cap")
-    batch_size: int = Field(32, ge=1, description="training batch size")
-    eval_batch_size: int = Field(64, ge=1, description="evaluation batch size")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="training batch size")
+    eval_batch_size: int = Field(64, ge=1, le=1_000_000, description="evaluation batch size")
     clip: float = Field(0.0, ge=0, description="global-norm gradient clipping, 0 = off")
     schedule: Literal["constant", "step", "cosine", "plateau"] = Field("constant", description="lr schedule")
     step_size: int = Field(10, ge=1, description="step schedule: epochs between lr drops")
@@ -132,6 +138,18 @@ def key_fields(cfg: RunConfig) -> dict[str, Any]:
     return flat
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with each NaN and infinity as None, for JSON, which has neither (`json.dumps` would write `NaN`,
+    which no strict parser reads). Value by value: a text-wide replace would corrupt a name holding "NaN"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def hash_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -160,7 +178,7 @@ def parse_value(text: str) -> Any:
     """`KEY=VALUE` value: int, float, bool, null, or the string itself."""
     try:
         value = load_yaml(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an int of over 4,300 digits, a date such as 2020-13-45
         return text
     return value if isinstance(value, (int, float, bool, str)) or value is None else text
 
@@ -171,6 +189,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"override {pair!r} is not KEY=VALUE (e.g. model.nlayers=2)")
+        if key.strip() in out:  # as a key written twice in an experiment file: which one was meant?
+            raise UserError(f"override {key.strip()!r} is given twice; accepted: each key once")
         out[key.strip()] = parse_value(value)
     return out
 

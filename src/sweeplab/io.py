@@ -13,6 +13,7 @@ so nothing is set aside or deleted, and the caller fails instead of starting ove
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import struct
@@ -22,11 +23,11 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-from sweeplab.errors import UserError
+from sweeplab.errors import NO_SPACE, UserError
 
 
 class UnreadableFile(UserError):
@@ -45,20 +46,55 @@ _DAMAGE = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, Value
 def save_atomic(obj: Any, path: Path, *, before_replace: Callable[[], None] | None = None) -> None:
     """Write `obj` to `path` atomically. `before_replace` runs once the new file is complete and just before it
     takes the name (a fencing check: it raises to leave the old file in place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda f: torch.save(obj, f), before_replace)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """A file written atomically (a report page, a figure): the old one or the new one, never half of one."""
+    _write_atomic(path, lambda f: f.write(data))
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], Any], before_replace: Callable[[], None] | None = None) -> None:
+    """Temp file, fsync, rename, fsync of the folder. On failure nothing stays: not the temp file, nor a folder
+    made for it; a full disk is an OSError that names `path` (a write to an open file names none)."""
+    created = make_folders(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        for folder in created:  # deepest first: only the ones this write made, and only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
         raise
     _fsync_folder(path.parent)
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """mkdir -p; the folders it created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(exist_ok=True)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise OSError(exc.errno, os.strerror(exc.errno), str(made)) from None
+            raise
+    return missing
+
+
+
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -75,12 +111,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def load(path: Path, map_location: str | torch.device = "cpu", *, keys: Iterable[str] = ()) -> Any:
-    """The file's contents, tensors on `map_location`. With `keys`, the contents must be a dict holding them."""
+def load(path: Path, map_location: str | torch.device = "cpu", *, keys: Iterable[str] = (),
+         file: BinaryIO | None = None) -> Any:
+    """The file's contents, tensors on `map_location`. With `keys`, the contents must be a dict holding them.
+    `file`: `path` already opened (a run's file, opened without following links: store.runfiles)."""
     try:
         with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the error below says it all
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path if file is None else file, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UnreadableFile(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - sorted below into damage and trouble of the moment

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from sweeplab.errors import UserError
+from sweeplab.limits import DECOMPRESSED_BYTES, IMAGE_PIXELS
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte + R, G, B planes
@@ -51,16 +52,22 @@ def _workers() -> int:
 
 
 def read_bytes(path: Path, name: str) -> bytes:
-    """A file's bytes, decompressed if it ends in .xz or .gz (in one C call: threads decode in parallel)."""
+    """A file's bytes, decompressed if it ends in .xz or .gz (the decompressors release the GIL: threads decode
+    in parallel), never more than the cap: a few kB of .xz can claim gigabytes."""
     raw = path.read_bytes()
+    opener = {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix)
+    if opener is None:
+        return raw
+    limit = DECOMPRESSED_BYTES.value()
     try:
-        if path.suffix == ".xz":
-            return lzma.decompress(raw)
-        if path.suffix == ".gz":
-            return gzip.decompress(raw)
+        with opener(io.BytesIO(raw)) as file:
+            data = file.read(limit + 1)
     except (lzma.LZMAError, EOFError, OSError) as exc:
         raise UserError(f"dataset {name!r}: {path} is truncated or not a valid {path.suffix} file ({exc})") from None
-    return raw
+    if len(data) > limit:
+        raise UserError(f"dataset {name!r}: {path} decompresses to more than the limit of {limit:,} bytes; "
+                        + DECOMPRESSED_BYTES.how_to_raise())
+    return data
 
 
 def find_file(folder: Path, stems: list[str], name: str) -> Path:
@@ -269,19 +276,30 @@ def tiny_files(folder: Path) -> list[Path]:
     return texts + [p for p, _ in layout["train"]] + [p for p, _ in layout["val"]]
 
 
-def _decode_image(path: Path) -> np.ndarray:
+def _decode_image(path: Path, max_pixels: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=("JPEG", "PNG")) as img:  # the header only: no pixel is decoded yet
+            if img.width * img.height > max_pixels:  # a small file can claim gigapixels (a decompression bomb)
+                raise UserError(f"dataset 'tinyimagenet': {path} is {img.width:,}x{img.height:,} pixels, more than "
+                                f"the limit of {max_pixels:,} pixels for one image; {IMAGE_PIXELS.how_to_raise()}")
             return np.asarray(img.convert("RGB"))  # (H, W, 3); grayscale images become RGB
     except OSError as exc:
         raise UserError(f"dataset 'tinyimagenet': cannot decode {path} ({exc})") from None
 
 
 def _decode_images(items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    with ThreadPoolExecutor(_workers()) as pool:  # Pillow releases the GIL while decoding
-        arrays = list(pool.map(_decode_image, [p for p, _ in items]))
+    from PIL import Image
+
+    max_pixels = IMAGE_PIXELS.value()
+    # Our own check replaces Pillow's, which warns (a second stderr line) between its limit and twice it.
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with ThreadPoolExecutor(_workers()) as pool:  # Pillow releases the GIL while decoding
+            arrays = list(pool.map(lambda path: _decode_image(path, max_pixels), [p for p, _ in items]))
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     shape = arrays[0].shape
     for (path, _), array in zip(items, arrays, strict=True):
         if array.shape != shape:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from sweeplab.config import DataConfig
+from sweeplab.config import MAX_SEED, DataConfig
 from sweeplab.data import image_formats as fmt
 from sweeplab.data.paths import cache_dir, data_root, dataset_dir, sha256_files
 from sweeplab.errors import UserError
@@ -33,7 +33,8 @@ class ImageDataConfig(DataConfig):
                                                  "best checkpoint); 0 = data.valid_fraction of them")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of the training images held out as `valid` "
                                                                "when data.valid_size is 0")
-    valid_seed: int | None = Field(None, description="seed of the `valid` hold-out; null = the run's seed")
+    valid_seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seed of the `valid` hold-out; null = "
+                                                                        "the run's seed")
     train_limit: int = Field(0, ge=0, description="train on at most N images (a fixed random subset), 0 = all")
     test_limit: int = Field(0, ge=0, description="evaluate `test` on its first N images, 0 = all")
     crop_padding: int = Field(0, ge=0, description="random-crop augmentation: zero padding in pixels, 0 = off")

@@ -14,10 +14,9 @@ def data_root() -> Path:
 
 
 def cache_dir() -> Path:
-    """Prepared data (token ids, uint8 tensors), keyed by the source files' checksums."""
-    path = Path(os.environ.get("SWEEPLAB_CACHE") or Path.home() / ".cache" / "sweeplab" / "cache")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Prepared data (token ids, uint8 tensors), keyed by the source files' checksums. The folder is made by the
+    first write into it (sweeplab.io), so a write that fails leaves none behind."""
+    return Path(os.environ.get("SWEEPLAB_CACHE") or Path.home() / ".cache" / "sweeplab" / "cache")
 
 
 def dataset_dir(path: str, default_folder: str, name: str) -> Path:

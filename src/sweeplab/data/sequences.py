@@ -32,10 +32,10 @@ def seeded_rng(seed: int, split: str, index: int = 0) -> np.random.Generator:
 # Palindromes
 
 class PalindromeDataConfig(Section):
-    length: int = Field(5, ge=2, description="digits per palindrome: the model reads length-1, predicts the last")
+    length: int = Field(5, ge=2, le=10_000, description="digits per palindrome: the model reads length-1, predicts the last")
     encoding: Literal["scalar", "onehot"] = Field(
         "scalar", description="a digit as one number (input size 1, the course skeleton) or one-hot (size 10)")
-    test_size: int = Field(10_000, ge=1, description="held-out palindromes scored once at the end")
+    test_size: int = Field(10_000, ge=1, le=10_000_000, description="held-out palindromes scored once at the end")
 
 
 def palindromes(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
@@ -70,10 +70,10 @@ class PalindromeData:
 # Addition
 
 class AdditionDataConfig(Section):
-    max_digits: int = Field(10, ge=1, description="each operand has 1 to max_digits digits (no 64-bit limit)")
+    max_digits: int = Field(10, ge=1, le=10_000, description="each operand has 1 to max_digits digits (no 64-bit limit)")
     reverse: bool = Field(True, description="feed digits least-significant first, so the carry flows forward "
                                             "in time; false feeds them as written")
-    test_size: int = Field(10_000, ge=1, description="held-out additions scored once at the end")
+    test_size: int = Field(10_000, ge=1, le=10_000_000, description="held-out additions scored once at the end")
     # Added after runs were stored: at "lengths" (the old behaviour) the run key leaves it out.
     operands: Literal["lengths", "values"] = Field(
         "lengths", description="lengths: each operand's length uniform in 1..max_digits, then its digits; values: "

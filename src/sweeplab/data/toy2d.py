@@ -15,19 +15,20 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from sweeplab.config import DataConfig
+from sweeplab.config import MAX_SEED, DataConfig
 from sweeplab.errors import UserError
 from sweeplab.registry import DATASETS
 
 
 class Toy2DDataConfig(DataConfig):
-    n_samples: int = Field(1000, ge=10, description="points generated (train + test)")
+    n_samples: int = Field(1000, ge=10, le=10_000_000, description="points generated (train + test)")
     noise: float = Field(0.2, ge=0, description="moons/circles: sd of the Gaussian noise; classification: "
                                                 "fraction of labels flipped at random")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the points held out as the test split")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of the training points held out as the "
                                                                "valid split, which picks the best epoch")
-    seed: int | None = Field(None, description="seed of the points and the splits; null = the run's seed")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seed of the points and the splits; "
+                                                                  "null = the run's seed")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sweeplab.config import run_key
+from sweeplab.config import json_safe, run_key
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import Store
 from sweeplab.tasks import resolve
@@ -42,7 +42,7 @@ class BenchRow:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return json_safe(dict(self.__dict__))  # a diverged setup's NaN timings: JSON has no NaN
 
 
 def setups(gpus: int | None = None) -> list[Setup]:

@@ -15,9 +15,10 @@ import torch
 
 from sweeplab import io
 from sweeplab.io import DamagedFile, UnreadableFile, save_atomic
+from sweeplab.store.runfiles import open_run_file
 
 __all__ = ["STATE_KEYS", "DamagedFile", "UnreadableFile", "epoch_path", "get_rng_state", "list_epochs", "load",
-           "prune", "save_atomic", "set_aside", "set_rng_state"]
+           "load_from_run", "prune", "save_atomic", "set_aside", "set_rng_state"]
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 STATE_KEYS = ("model", "optimizer", "scaler", "train_state", "rng")  # what Trainer.save_checkpoint writes
@@ -26,6 +27,18 @@ STATE_KEYS = ("model", "optimizer", "scaler", "train_state", "rng")  # what Trai
 def load(path: Path, *, keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """A checkpoint's contents, on the CPU. DamagedFile: it never will load; UnreadableFile: not now (I/O)."""
     return io.load(path, "cpu", keys=keys)
+
+
+def load_from_run(run_dir: Path, epoch: int) -> dict[str, Any]:
+    """Another run's checkpoint, for a command that reads it (generate, attention, compare): opened through
+    store.runfiles, so a link out of the run folder, a FIFO or a device is refused, never loaded. Its weights
+    are all such a command needs: a file without them is damaged."""
+    name = f"checkpoints/epoch_{epoch:03d}.pt"
+    file = open_run_file(run_dir, name)
+    if file is None:
+        raise UnreadableFile(f"{run_dir / name}: file not found")
+    with file:
+        return io.load(run_dir / name, "cpu", keys=("model",), file=file)
 
 
 def epoch_path(run_dir: Path, epoch: int) -> Path:

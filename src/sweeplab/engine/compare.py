@@ -99,7 +99,7 @@ def load_checkpoint(store: Store, ref: str, device: str) -> tuple[Any, nn.Module
     cfg = resolve(run.task, {**flatten(run.config), "device": device})
     task = TASKS.get(run.task, key="task").obj(cfg, get_device(device))
     model = task.build()
-    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(run_dir, epoch))["model"])
+    model.load_state_dict(checkpoint.load_from_run(run_dir, epoch)["model"])  # a link out of the folder: refused
     model.eval()
     return task, model, Side(run.id, run.name, epoch, cfg.model_name, float("nan"))
 

@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from sweeplab.terminal import printable
+
 _console = Console(stderr=True)
 
 
@@ -53,5 +55,6 @@ class EpochProgress:
 
 
 def say(message: str, quiet: bool = False) -> None:
+    """One line on stderr; names and errors in it are shown with their control characters escaped."""
     if not quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(printable(message), file=sys.stderr, flush=True)

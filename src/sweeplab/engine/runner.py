@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweeplab.config import RunConfig, run_key
+from sweeplab.config import RunConfig, json_safe, run_key
 from sweeplab.engine import distributed
 from sweeplab.engine.device import device_name, get_device, keep_freed_memory
 from sweeplab.engine.distributed import Dist
@@ -46,7 +46,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON has no NaN or infinity: a diverged run's non-finite values become null."""
-        return {"run_id": self.run_id, "status": self.status, "task": self.task, "config": self.config,
+        return {"run_id": self.run_id, "status": self.status, "task": self.task, "config": json_safe(self.config),
                 "params": self.params, "metrics": {k: _finite(v) for k, v in self.metrics.items()},
                 "ms_per_batch": _finite(self.ms_per_batch), "device": self.device, "store": self.store}
 
@@ -131,6 +131,8 @@ def _execute_here(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.
     if opts.dry_run:
         return result
     torch.manual_seed(distributed.rank_seed(cfg.seed, dist.rank))  # dropout: independent masks on each rank
+    if dist.is_main:
+        store.artifacts.check(write=True)  # before a row exists: storage that cannot keep the run's files is bad input
     run_id, done = dist.broadcast(_open_run(cfg, store, opts, device, dist) if dist.is_main else None)
     if done:
         return stored_result(store, store.get_run(run_id))

@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from sweeplab.config import ModelConfig
+from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
 from sweeplab.registry import MODELS
 
 
 class LMConfig(ModelConfig):
-    emsize: int = Field(200, ge=1, description="size of word embeddings")
-    nhid: int = Field(200, ge=1, description="hidden units per layer (feed-forward size for transformer)")
-    nlayers: int = Field(2, ge=1, description="number of layers")
+    emsize: int = Field(200, ge=1, description="size of word embeddings", json_schema_extra=SIZE)
+    nhid: int = Field(200, ge=1, description="hidden units per layer (feed-forward size for transformer)",
+                      json_schema_extra=SIZE)
+    nlayers: int = Field(2, ge=1, le=MAX_LAYERS, description="number of layers", json_schema_extra=SIZE)
     nhead: int = Field(2, ge=1, description="attention heads (transformer only)")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout applied to every layer")
     tied: bool = Field(False, description="tie the decoder to the embedding (Press & Wolf 2016; Inan et al. 2016)")

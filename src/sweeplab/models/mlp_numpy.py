@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from sweeplab.config import ModelConfig
+from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
 from sweeplab.registry import MODELS
 
 Activation = Literal["relu", "tanh", "sigmoid"]
 
 
 class Toy2DMLPConfig(ModelConfig):
-    hidden: int = Field(32, ge=1, description="units per hidden layer")
-    layers: int = Field(2, ge=1, description="hidden layers")
+    hidden: int = Field(32, ge=1, description="units per hidden layer", json_schema_extra=SIZE)
+    layers: int = Field(2, ge=1, le=MAX_LAYERS, description="hidden layers", json_schema_extra=SIZE)
     activation: Activation = Field("relu", description="relu, tanh or sigmoid")
 
 

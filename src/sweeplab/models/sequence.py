@@ -15,20 +15,20 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sweeplab.config import ModelConfig
+from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
 from sweeplab.registry import MODELS
 
 
 class PalindromeModelConfig(ModelConfig):
-    hidden: int = Field(128, gt=0, description="hidden units of the recurrent cell")
+    hidden: int = Field(128, gt=0, description="hidden units of the recurrent cell", json_schema_extra=SIZE)
 
 
 class AdditionModelConfig(ModelConfig):
-    hidden: int = Field(128, gt=0, description="hidden units per layer")
-    nlayers: int = Field(1, ge=1, description="stacked recurrent layers")
+    hidden: int = Field(128, gt=0, description="hidden units per layer", json_schema_extra=SIZE)
+    nlayers: int = Field(1, ge=1, le=MAX_LAYERS, description="stacked recurrent layers", json_schema_extra=SIZE)
     embed: int = Field(0, ge=0, description="0: read the digits one-hot; E > 0: one learned E-vector per digit "
                                             "(nn.Embedding(10, E), shared by both operands), as the course "
-                                            "skeleton's Embedding(10, 32) + RNN(64, 64, 2)")
+                                            "skeleton's Embedding(10, 32) + RNN(64, 64, 2)", json_schema_extra=SIZE)
 
 
 def _param(*shape: int, bound: float) -> nn.Parameter:

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sweeplab.config import ModelConfig
+from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
 from sweeplab.errors import UserError
 from sweeplab.registry import MODELS
 
@@ -34,8 +34,8 @@ class VisionConfig(ModelConfig):
 
 
 class MLPConfig(VisionConfig):
-    hidden: int = Field(512, ge=1, description="units per hidden layer")
-    layers: int = Field(2, ge=1, description="hidden layers")
+    hidden: int = Field(512, ge=1, description="units per hidden layer", json_schema_extra=SIZE)
+    layers: int = Field(2, ge=1, le=MAX_LAYERS, description="hidden layers", json_schema_extra=SIZE)
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
 
 

@@ -1,13 +1,15 @@
 """`sweeplab report`: experiments -> index.html, report.md and figures/, from the run store only."""
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeplab.errors import UserError
+from sweeplab import io
+from sweeplab.errors import UserError, no_space_message
 from sweeplab.report.analysis import analyse
 from sweeplab.report.collect import collect
 from sweeplab.report.figures import ImageBlock, SvgBlock, create_blocks
@@ -59,13 +61,39 @@ def write_report(targets: Iterable[str], store: Store, out_dir: Path) -> Written
     reports = [build_experiment(spec, store) for spec in specs.values()]
     meta = ReportMeta(redact(store.url), time.time(), _version())
     html, markdown = out_dir / "index.html", out_dir / "report.md"
+    writer = _Writer()
     try:
-        figures = write_figures(reports, out_dir / "figures")
-        html.write_text(render_html(reports, meta), encoding="utf8")
-        markdown.write_text(render_markdown(reports, meta), encoding="utf8")
+        writer.made = io.make_folders(out_dir / "figures")
+        figures = write_figures(reports, out_dir / "figures", writer)
+        writer.write(html, render_html(reports, meta).encode("utf8"))
+        writer.write(markdown, render_markdown(reports, meta).encode("utf8"))
     except OSError as exc:  # permissions, a full disk: the user's to fix, so one line naming the file
-        raise UserError(f"report: cannot write {exc.filename or out_dir}: {exc.strerror or type(exc).__name__}") from None
+        writer.undo()
+        raise UserError(no_space_message(exc) or
+                        f"report: cannot write {exc.filename or out_dir}: {exc.strerror or type(exc).__name__}") from None
     return Written(html, markdown, figures)
+
+
+class _Writer:
+    """Writes the report's files atomically and remembers what it added, so that a report that cannot be
+    finished (a full disk) takes back its new files and folders: no half report is left to be read as whole."""
+
+    def __init__(self) -> None:
+        self.made: list[Path] = []  # folders created for this report, deepest first
+        self.added: list[Path] = []  # files that did not exist before
+
+    def write(self, path: Path, data: bytes) -> None:
+        new = not path.exists()
+        io.write_bytes(path, data)
+        if new:
+            self.added.append(path)
+
+    def undo(self) -> None:
+        for path in self.added:
+            path.unlink(missing_ok=True)
+        for folder in self.made:
+            with contextlib.suppress(OSError):  # not empty: files of an earlier report stay
+                folder.rmdir()
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -78,26 +106,25 @@ def check_out_dir(out_dir: Path) -> None:
         raise UserError(f"report: cannot make the folder --out {out_dir}: {blocker} is a file, not a folder")
 
 
-def write_figures(reports: list[ExperimentReport], folder: Path) -> list[Path]:
+def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer) -> list[Path]:
     """figures/ gets this report's figures; an earlier report's figures that this one no longer draws are
     removed. Only files a report wrote (listed in the manifest) are ever removed: others are the user's."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [_write_figure(block, folder) for report in reports for block in report.blocks
+    written = [_write_figure(block, folder, writer) for report in reports for block in report.blocks
                if isinstance(block, SvgBlock | ImageBlock)]
     names = {p.name for p in written}
     for stale in _manifest(folder) - names:
         (folder / stale).unlink(missing_ok=True)
-    (folder / FIGURES_MANIFEST).write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf8")
+    writer.write(folder / FIGURES_MANIFEST, "".join(f"{name}\n" for name in sorted(names)).encode("utf8"))
     return written
 
 
-def _write_figure(block: SvgBlock | ImageBlock, folder: Path) -> Path:
+def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer) -> Path:
     if isinstance(block, SvgBlock):
         path = folder / f"{block.name}.svg"
-        path.write_text('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg, encoding="utf8")
+        writer.write(path, ('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg).encode("utf8"))
     else:
         path = folder / f"{block.name}{block.suffix}"
-        path.write_bytes(block.data)
+        writer.write(path, block.data)
     return path
 
 

@@ -3,7 +3,9 @@
 Figures are drawn with matplotlib's object API (no pyplot, so no global state and no GUI backend) and
 kept as SVG text, which the HTML inlines and the Markdown links from figures/. Artifacts that runs wrote
 themselves (attention maps, decision boundaries) are carried as files: the HTML embeds them as data-URI
-images, which a browser renders without running anything inside them.
+images, which a browser renders without running anything inside them, and an SVG is cleaned of active
+content first, since figures/ holds the file itself. A run folder is untrusted: its files are read through
+store.runfiles (no link followed, regular files of a capped size only).
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from matplotlib.ticker import MaxNLocator
 
 from sweeplab.report.collect import CellData, Point, RunData
 from sweeplab.report.spec import ReportSpec
+from sweeplab.report.svg_clean import UnsafeSvg, clean_svg
 from sweeplab.report.values import label_without, status_reason, versus_points
+from sweeplab.store.runfiles import RefusedFile, read_run_file
 from sweeplab.sweep.experiment import Figure as FigureSpec
 
 COLORS = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
@@ -31,6 +35,7 @@ TEXT_FILE = "generated.txt"
 ATTENTION_FILES = ("attention.svg", "attention.png")
 BOUNDARY_FILES = ("boundary.svg", "boundary.png", "decision_boundary.svg", "decision_boundary.png")
 MAX_TEXT_CHARS = 2000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 # Text stays text in the SVG (searchable, small); sizes suit a figure a page wide.
 STYLE = {"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8}
@@ -48,7 +53,7 @@ class SvgBlock:
 
 @dataclass
 class ImageBlock:
-    """A figure a run wrote (attention map, decision boundary), copied as it is."""
+    """A figure a run wrote (attention map, decision boundary): a PNG as it is, an SVG cleaned (svg_clean)."""
 
     name: str
     caption: str
@@ -337,12 +342,13 @@ def generated_text(fs: FigureSpec, ctx: Context) -> list[Block]:
     caption = fs.title or "Generated text (first seed of each configuration, best checkpoint)"
     samples, missing = [], []
     for cell in ctx.cells:
-        run, path = _first_file(cell, (TEXT_FILE,))
-        if path:
-            text = path.read_text(encoding="utf8", errors="replace").strip()
+        refused: list[str] = []
+        run, _, data = _first_file(cell, (TEXT_FILE,), refused)
+        if run is not None:
+            text = data.decode("utf8", errors="replace").strip()  # escaped where it is written (html, markdown)
             samples.append((_whose(cell, run), text[:MAX_TEXT_CHARS] + ("…" if len(text) > MAX_TEXT_CHARS else "")))
         elif cell.runs:
-            missing.append(f"{cell.label}: {_why_absent(cell.runs[0], TEXT_FILE)}")
+            missing.append(f"{cell.label}: {_why_absent(cell.runs[0], TEXT_FILE, refused)}")
     blocks: list[Block] = [TextBlock(caption, samples)] if samples else []
     if missing or not samples:
         blocks.append(NoteBlock(caption, "no generated text: " + ("; ".join(missing) or "no run stored")))
@@ -370,32 +376,58 @@ def _images(ctx: Context, files: tuple[str, ...], caption: str, what: str,
     blocks: list[Block] = []
     missing = []
     for cell in ctx.cells:
-        runs = [run for run in cell.runs if applies(run)]
-        run, path = _first_file(CellData(cell.label, runs), files)
-        if path:
+        runs, refused = [run for run in cell.runs if applies(run)], []
+        run, name, data = _first_file(CellData(cell.label, runs), files, refused)
+        if run is not None:
             blocks.append(ImageBlock(ctx.name(f"{what}-{cell.label}"), f"{caption}: {_whose(cell, run)}",
-                                     path.read_bytes(), path.suffix))
+                                     data, Path(name).suffix))
         elif runs:
-            missing.append(f"{cell.label}: {_why_absent(runs[0], files[0])}")
+            missing.append(f"{cell.label}: {_why_absent(runs[0], files[0], refused)}")
     if missing or not blocks:
         reason = "; ".join(missing) or f"no run of this experiment writes {files[0]}"
         blocks.append(NoteBlock(caption, f"missing {what} figures: {reason}"))
     return blocks
 
 
-def _first_file(cell: CellData, names: tuple[str, ...]) -> tuple[RunData | None, Path | None]:
+def _first_file(cell: CellData, names: tuple[str, ...], refused: list[str]) -> tuple[RunData | None, str, bytes]:
+    """The first of `names` a run of the cell holds that passes the checks, as (run, name, contents). A run
+    folder is untrusted (store.runfiles): a file refused is skipped, and why is added to `refused`."""
     for run in cell.runs:
         for name in names:
-            if (run.run_dir / name).is_file():
-                return run, run.run_dir / name
-    return None, None
+            try:
+                data = _read_artifact(run.run_dir, name)
+            except RefusedFile as exc:
+                refused.append(f"{'the run folder' if exc.folder else name} refused ({exc.reason})")
+                if exc.folder:
+                    break  # none of its files is read
+                continue
+            if data is not None:
+                return run, name, data
+    return None, "", b""
+
+
+def _read_artifact(run_dir: Path, name: str) -> bytes | None:
+    """A run's file as the report may copy it: an SVG rebuilt from its drawing elements only, a PNG that is one."""
+    data = read_run_file(run_dir, name)
+    if data is None or not name.endswith((".svg", ".png")):
+        return data
+    if name.endswith(".png"):
+        if not data.startswith(PNG_SIGNATURE):
+            raise RefusedFile(run_dir / name, "not a PNG file")
+        return data
+    try:
+        return clean_svg(data)
+    except UnsafeSvg as exc:
+        raise RefusedFile(run_dir / name, str(exc)) from None
 
 
 def _whose(cell: CellData, run: RunData | None) -> str:
     return cell.label + (f" (seed {run.seed})" if run is not None and len(cell.runs) > 1 else "")
 
 
-def _why_absent(run: RunData, name: str) -> str:
+def _why_absent(run: RunData, name: str, refused: list[str]) -> str:
+    if refused:
+        return "; ".join(refused)
     return status_reason(run) if not run.done else f"{name} not in the run folder"
 
 

@@ -12,12 +12,34 @@ from sweeplab.config import RunConfig, flatten
 from sweeplab.data.text import Dictionary
 from sweeplab.engine import checkpoint
 from sweeplab.errors import UserError
+from sweeplab.limits import Limit
 from sweeplab.registry import MODELS
 from sweeplab.store import RunRow, Store
+from sweeplab.store.runfiles import read_run_file
 from sweeplab.tasks import capable, resolve, tasks_with
 
 VOCAB_FILE = "vocab.txt"
 SAMPLE_FILE = "generated.txt"
+# Text given on the command line is bounded before any work is spent on it.
+GENERATE_WORDS = Limit("words", 10_000, "SWEEPLAB_MAX_GENERATE_WORDS")  # --words: one pass of the model a word
+# --text: each map is words x words per layer and head, with a label per word; the runs' own maps show 24
+ATTENTION_WORDS = Limit("words", 128, "SWEEPLAB_MAX_ATTENTION_WORDS")
+CONTEXT_WORDS = 512  # the most a Transformer re-reads while generating, so the longest --prompt (not raised)
+
+
+def check_words(option: str, words: int, limit: Limit) -> None:
+    """One line naming the option, its limit and how to raise it, before a model is even loaded."""
+    try:
+        limit.check(words)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}") from None
+
+
+def check_prompt(prompt: str) -> None:
+    words = len(prompt.split())
+    if words > CONTEXT_WORDS:
+        raise UserError(f"--prompt: {words:,} words, more than the limit of {CONTEXT_WORDS:,}: the context a "
+                        "Transformer reads")
 
 
 def save_vocab(dictionary: Dictionary, run_dir: Path) -> None:
@@ -31,16 +53,16 @@ def load_lm(store: Store, run: RunRow, device: str = "cpu") -> tuple[nn.Module, 
         raise UserError(f"run {run.id} is a {run.task!r} run; this command needs a language-model run "
                         f"(task {', '.join(tasks_with('text'))})")
     run_dir = store.run_dir(run.id)
-    vocab = run_dir / VOCAB_FILE
+    vocab = read_run_file(run_dir, VOCAB_FILE)  # the run folder is untrusted: no link followed, size capped
     epochs = checkpoint.list_epochs(run_dir)
-    if not vocab.exists() or not epochs:
+    if vocab is None or not epochs:
         raise UserError(f"run {run.id} has no finished checkpoint and vocabulary under {run_dir} (status {run.status})")
     cfg = resolve("lm", {**flatten(run.config), "device": "cpu"})  # a GPU-trained run reads on any machine
-    dictionary = Dictionary(vocab.read_text(encoding="utf8").splitlines())
+    dictionary = Dictionary(vocab.decode("utf8", errors="replace").splitlines())
     model = MODELS.get(cfg.model_name, group="lm").obj(len(dictionary), cfg.model)
     best = int(store.summary(run.id).get("best_epoch", 0))
     epoch = best if best in epochs else epochs[-1]
-    model.load_state_dict(checkpoint.load(checkpoint.epoch_path(run_dir, epoch))["model"])
+    model.load_state_dict(checkpoint.load_from_run(run_dir, epoch)["model"])
     return model.to(device).eval(), dictionary, cfg
 
 
@@ -70,7 +92,7 @@ def generate(model: nn.Module, dictionary: Dictionary, *, words: int, temperatur
         if recurrent:  # carry the state; feed only the new word
             hidden, context = new_hidden, token
         else:  # a transformer re-reads its (bounded) context
-            context = torch.cat([context, token])[-512:]
+            context = torch.cat([context, token])[-CONTEXT_WORDS:]
     return " ".join(w if w != "<eos>" else "\n" for w in out).replace(" \n ", "\n").strip()
 
 

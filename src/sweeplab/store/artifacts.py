@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from sweeplab.errors import UserError
+from sweeplab.store.runfiles import list_run_files
+from sweeplab.terminal import redact_url
 
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "memory")  # a single PUT replaces a key atomically
 CHECKPOINTS = "checkpoints"
@@ -33,11 +37,13 @@ def local_path(uri: str) -> Path:
 
 
 def shown(uri: str) -> str:
-    """A URI without any credentials written into it (fsspec accepts s3://KEY:SECRET@bucket)."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return uri
+    """A URI without any credentials written into it (fsspec accepts s3://KEY:SECRET@bucket, and keys in the
+    query): the user information goes whole, secret query values become ***."""
+    scheme, sep, rest = redact_url(uri).partition("://")
+    head, q, query = rest.partition("?")
+    if sep and "@" in head:
+        head = head.rpartition("@")[2]
+    return f"{scheme}{sep}{head}{q}{query}"
 
 
 class Artifacts:
@@ -51,6 +57,31 @@ class Artifacts:
         self.root = root.rstrip("/") if self.remote else str(local_path(root).resolve())
         if self.remote:
             _filesystem(self.root)  # fail now, in one line, if the backend is not installed
+
+    def check(self, *, write: bool) -> None:
+        """One line now, before anything trains, if runs cannot keep their files here (`write`) or, for the
+        read commands, if there is nothing to read: storage that vanishes with the process (memory://), a file
+        where the folder should be, a folder that cannot be created or written, a host that does not answer."""
+        where = f"--artifacts {shown(self.root)}"
+        if self.root.startswith("memory://") and write:
+            raise UserError(f"{where}: memory:// lives inside one process, and a run's files would vanish when it "
+                            "ends; accepted: a folder, or an object store such as s3://bucket/prefix")
+        if self.remote:
+            _probe_remote(self.root, where, write)
+            return
+        path = Path(self.root)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{where}: {path} is a file; expected a folder for the runs' files")
+        if not write:
+            if not path.is_dir():
+                raise UserError(f"{where}: no such folder; expected the folder the runs were trained with")
+            return
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path).close()  # created and deleted: the folder takes files
+        except OSError as exc:
+            raise UserError(f"{where}: cannot write there ({exc.strerror or exc}); expected a folder this user "
+                            "can write") from None
 
     def run_uri(self, run_id: str) -> str:
         return f"{self.root}/{run_id}" if self.remote else str(Path(self.root) / run_id)
@@ -81,9 +112,8 @@ class RunFolder:
         """Nothing to send: every write already landed in the (shared) folder."""
 
     def files(self) -> list[str]:
-        if not self.path.is_dir():
-            return []
-        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file())
+        """The run's regular files; no link is followed or listed (a run folder is untrusted: runfiles)."""
+        return list_run_files(self.path)
 
 
 class RemoteFolder(RunFolder):
@@ -170,6 +200,23 @@ def _hidden(name: str) -> bool:
 def _cache_root() -> Path:
     """Local copies of remote artifacts: inside the cache (they can always be pulled again)."""
     return Path(os.environ.get("SWEEPLAB_CACHE") or Path.home() / ".cache" / "sweeplab" / "cache") / "artifacts"
+
+
+def _probe_remote(root: str, where: str, write: bool) -> None:
+    """List the root (and, to write, put and remove a small file): an unknown bucket, bad credentials or a
+    host that does not answer end here, in one line, instead of after training."""
+    fs, path = _filesystem(root)
+    probe = f"{path.rstrip('/')}/.sweeplab-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        if write:
+            fs.pipe_file(probe, b"")
+            fs.rm_file(probe)
+        else:
+            fs.exists(path)
+    except Exception as exc:  # noqa: BLE001 - each backend has its own errors (network, permission, no bucket)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{where}: cannot {'write to' if write else 'read'} it ({reason}); expected storage this "
+                        "machine reaches, with credentials as the backend reads them") from None
 
 
 def _filesystem(uri: str) -> tuple[Any, str]:

@@ -7,6 +7,7 @@ SQLite runs in WAL mode with a busy timeout; PostgreSQL serialises migrations wi
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -19,12 +20,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 
+from sweeplab.config import json_safe
 from sweeplab.errors import UserError
 from sweeplab.store.artifacts import Artifacts, RunFolder
 from sweeplab.store.schema import MIGRATIONS, metrics, runs, schema_version, summaries, sweeps
+from sweeplab.terminal import redact_url
 
 FINAL_STATUSES = ("finished", "diverged", "imported")
 DEFAULT_LEASE_S = 60.0  # a `running` run whose owner has not been heard of for this long may be taken over
@@ -97,13 +101,15 @@ class Store:
             _check_sqlite_path(path, url)
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "handle_error", lambda context: _full_disk(context, str(path)))
         elif url.startswith(("postgresql://", "postgresql+psycopg://")):
             self.root = Path(os.environ.get("SWEEPLAB_ARTIFACTS") or "runs")
-            driver_url = url.replace("postgresql://", "postgresql+psycopg://", 1)  # psycopg 3, not psycopg2
             try:
-                self.engine = sa.create_engine(driver_url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+                self.engine = sa.create_engine(_postgres_url(url), pool_pre_ping=True,
+                                               connect_args={"connect_timeout": 10})
+                sa.event.listen(self.engine, "handle_error", lambda context: _full_disk(context, redact(url)))
             except (sa.exc.ArgumentError, ValueError) as exc:  # e.g. a port that is not a number
-                raise UserError(f"--store {redact(url)}: not a valid PostgreSQL URL ({_first_line(exc)}); "
+                raise UserError(f"--store {redact(url)}: not a valid PostgreSQL URL ({_first_line(exc, url)}); "
                                 "expected postgresql://USER:PASSWORD@HOST:PORT/DB") from None
             except ModuleNotFoundError:
                 raise UserError(f"--store {redact(url)}: the PostgreSQL driver is not installed; "
@@ -130,6 +136,10 @@ class Store:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            if current > len(MIGRATIONS):  # its tables may mean what this code does not know: never guess
+                raise UserError(f"--store {redact(self.url)}: written by a newer sweeplab (schema version {current}; "
+                                f"this one knows up to {len(MIGRATIONS)}); upgrade sweeplab (pip install -U), or "
+                                "use another --store")
             for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
                 migration(conn)
                 conn.execute(schema_version.insert().values(version=version))
@@ -150,9 +160,9 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 conn.execute(runs.insert().values(
-                    id=run_id, key=key, name=name, task=task, config=json.dumps(config), status=status,
+                    id=run_id, key=key, name=name, task=task, config=_json(config), status=status,
                     sweep=sweep, cell=cell, epoch=0, step=0, created_at=now, started_at=now,
-                    env=json.dumps(env), note=note, owner=owner, heartbeat_at=self._now_sql() if owner else None,
+                    env=_json(env), note=note, owner=owner, heartbeat_at=self._now_sql() if owner else None,
                     artifacts=self.artifacts.run_uri(run_id)))
         except sa.exc.IntegrityError:
             return None
@@ -164,7 +174,7 @@ class Store:
         """Change a run's row. While this process holds the run, the change is fenced by its lease; setting
         `owner=None` releases it."""
         if "env" in values:
-            values["env"] = json.dumps(values["env"])
+            values["env"] = _json(values["env"])
         query = runs.update().where(runs.c.id == run_id)
         owner = self._leases.get(run_id)
         if owner:
@@ -207,7 +217,7 @@ class Store:
         if self.holder(row) is not None:
             return False
         if "env" in values:
-            values["env"] = json.dumps(values["env"])
+            values["env"] = _json(values["env"])
         values.setdefault("artifacts", row.artifacts or self.artifacts.run_uri(row.id))  # resume where it left files
         query = runs.update().where(runs.c.id == row.id, runs.c.status == row.status,
                                     _same(runs.c.owner, row.owner), _same(runs.c.heartbeat_at, row.heartbeat_at))
@@ -350,7 +360,7 @@ class Store:
     # -- sweeps (migration 2) -----------------------------------------------------------------
     def save_sweep(self, name: str, task: str, spec: dict[str, Any], scale: str | None) -> None:
         """Create or replace the sweep's spec; `created_at` stays that of the first save."""
-        now, blob = time.time(), json.dumps(spec, sort_keys=False)
+        now, blob = time.time(), _json(spec)
         with self.engine.begin() as conn:
             updated = conn.execute(sweeps.update().where(sweeps.c.name == name)
                                    .values(task=task, spec=blob, scale=scale, updated_at=now)).rowcount
@@ -405,10 +415,22 @@ class Store:
         return self._folders[run_id]
 
 
+def _json(value: Any) -> str:
+    """A JSON column's text: strict JSON, a non-finite number as null (what any reader of the store can parse)."""
+    return json.dumps(json_safe(value), allow_nan=False)
+
+
 def _sweep_dict(row: Any) -> dict[str, Any]:
     d = dict(row._mapping)
     d["spec"] = json.loads(d["spec"])
     return d
+
+
+def _full_disk(context: Any, where: str) -> None:
+    """A store whose disk (or quota) is full says so as every full disk does: an OSError naming it."""
+    cause = context.original_exception
+    if "database or disk is full" in str(cause) or type(cause).__name__ == "DiskFull":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -432,6 +454,18 @@ def _check_sqlite_path(path: Path, url: str) -> None:
         raise UserError(f"{where}: {path} is not writable by this user; expected a SQLite file in a writable folder")
 
 
+def _postgres_url(url: str) -> sa.URL:
+    """The URL for SQLAlchemy (psycopg 3), its user information split at the last `@`: a password holding `@`,
+    `/` or `?` reaches the server whole instead of leaking into the host name (and into error messages)."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    parsed = sa.engine.make_url(f"postgresql+psycopg://{location if at else rest}")
+    if not at:
+        return parsed
+    user, _, password = userinfo.partition(":")
+    return parsed.set(username=unquote(user) or None, password=unquote(password) or None)
+
+
 def _open_error(url: str, exc: Exception) -> str:
     """One line for a store that cannot be opened: which store (no password), and what was expected."""
     where = f"--store {redact(url)}"
@@ -441,8 +475,8 @@ def _open_error(url: str, exc: Exception) -> str:
     if isinstance(cause, sqlite3.DatabaseError):
         return f"{where}: {_first_line(cause)}; expected a SQLite database made by sweeplab (or a new file path)"
     if isinstance(exc, sa.exc.OperationalError):
-        return f"{where}: cannot connect ({_first_line(cause)}); expected a reachable PostgreSQL server"
-    return f"{where}: {_first_line(cause)}; expected a sweeplab store"
+        return f"{where}: cannot connect ({_first_line(cause, url)}); expected a reachable PostgreSQL server"
+    return f"{where}: {_first_line(cause, url)}; expected a sweeplab store"
 
 
 def damaged_store(exc: BaseException) -> str | None:
@@ -455,9 +489,12 @@ def damaged_store(exc: BaseException) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, url: str = "") -> str:
+    """The message's first line, without the store's password should a driver quote it."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+    return line.replace(password, "***") if password else line
 
 
 # -- owners ------------------------------------------------------------------------------------
@@ -494,11 +531,8 @@ def _same(column: sa.Column, value: Any) -> Any:
 
 
 def redact(url: str) -> str:
-    """A store URL without its password: credentials never reach logs or the store."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is shown as given, minus nothing secret
-        return url.split("@")[-1]
+    """A store URL without its password or secret query values: credentials never reach logs or the store."""
+    return redact_url(url)
 
 
 def open_store(url: str | None = None, artifacts: str | None = None) -> Store:

@@ -19,10 +19,12 @@ from rich.table import Table
 from sweeplab.store import Store
 from sweeplab.sweep.expand import Cell
 from sweeplab.sweep.worker import Outcome
+from sweeplab.terminal import printable
 
 STYLES = {"queued": "dim", "running": "cyan", "submitted": "cyan", "finished": "green", "imported": "green",
           "diverged": "yellow", "interrupted": "magenta", "failed": "red"}
 REFRESH_S = 1.0  # how often running cells' progress is read from the store
+ACTIVE = ("queued", "running", "submitted")  # cells that have not ended
 
 
 @dataclass
@@ -127,14 +129,16 @@ class Board:
                 self._live.update(self.table())
             return
         state = self.states[index]
-        parts = [f"[{index + 1:3d}/{len(self.states)}] {status:<11} {state.cell.label} seed {state.cell.seed}"]
+        # The counter is of cells that have ended so far: it never goes back, whatever order cells run in.
+        ended = sum(1 for s in self.states if s.status not in ACTIVE)
+        parts = [f"[{ended:3d}/{len(self.states)}] {status:<11} {state.cell.label} seed {state.cell.seed}"]
         if state.wall_s is not None:
             parts.append(f"{state.wall_s:.1f}s")
         if state.headline is not None:
             parts.append(f"{self.headline_title} {_number(state.headline)}")
         if state.error:
             parts.append(state.error)
-        print(" | ".join(parts), file=sys.stderr, flush=True)
+        print(printable(" | ".join(parts)), file=sys.stderr, flush=True)
 
     def _read_summary(self, state: CellState) -> None:
         if state.run_id:

@@ -67,7 +67,13 @@ class LocalPool:
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(target=worker_main, args=(child, self.store.url, self.threads, self.store.artifacts.root),
                                    daemon=True)
-        process.start()
+        # A Ctrl-C while the new interpreter imports would end it with a traceback before it can ignore SIGINT:
+        # blocked here, the signal waits (the mask is inherited through exec) until the worker has set it aside.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         child.close()
         return Worker(process, parent)
 

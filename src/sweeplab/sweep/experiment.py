@@ -8,15 +8,29 @@ the docstrings below).
 """
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from sweeplab.config import MAX_SEED
 from sweeplab.config import _Loader as _ConfigLoader
-from sweeplab.errors import UserError
+from sweeplab.errors import UserError, brief
+from sweeplab.limits import CELLS, EXPERIMENT_BYTES, SEEDS, YAML_VALUES
 
 Aggregate = Literal["final", "best", "min", "max", "mean", "at-epoch"]
 FIRST_SEED = 1111  # `seeds: n` -> 1111, 1112, ...: seed 1111 is every run's default, so `seeds: 1` is the plain run
@@ -27,13 +41,19 @@ _METRIC = re.compile(r"^[A-Za-z0-9_@.-]+(/[A-Za-z0-9_@.-]+)?$")
 def _scalar(value: Any) -> Any:
     """Override values are single values, as on the command line (`KEY=VALUE`)."""
     if value is not None and not isinstance(value, (bool, int, float, str)):
-        raise ValueError(f"expected a single value (number, string, true/false), got {value!r}")
+        raise ValueError(f"expected a single value (number, string, true/false), got {brief(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")  # no setting takes one; JSON stores none
     return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _metric(value: str) -> str:
     if not _METRIC.match(value):
-        raise ValueError(f"{value!r} is not a metric: split/name (e.g. valid/ppl) or a summary key (e.g. params)")
+        raise ValueError(f"{brief(value)} is not a metric: split/name (e.g. valid/ppl) or a summary key (e.g. params)")
     return value
 
 
@@ -43,7 +63,7 @@ MetricName = Annotated[str, AfterValidator(_metric)]
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # the spec is stored as JSON
 
 
 class Column(Spec):
@@ -151,18 +171,22 @@ class Experiment(Spec):
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError(f"{value!r} may hold only letters, digits, '_', '.' and '-'")
+            raise ValueError(f"{brief(value)} may hold only letters, digits, '_', '.' and '-'")
         return value
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        if (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
-                and len(set(value)) == len(value)):
-            return value
-        raise ValueError(f"expected a count n >= 1 or a list of distinct integers, got {value!r}")
+    def _seeds(cls, value: Any, info: ValidationInfo) -> Any:
+        count = _is_int(value) and value >= 1
+        listed = (isinstance(value, list) and value and all(_is_int(s) for s in value)
+                  and len(set(value)) == len(value))
+        if not count and not listed:
+            raise ValueError(f"expected a count n >= 1 or a list of distinct integers, got {brief(value)}")
+        SEEDS.check(value if count else len(value), (info.context or {}).get("max_seeds"))
+        for seed in [FIRST_SEED + value - 1] if count else value:
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"{seed} is out of range; accepted: integers from 0 to {MAX_SEED:,}")
+        return value
 
     @field_validator("variants")
     @classmethod
@@ -179,8 +203,15 @@ class Experiment(Spec):
             if not values:
                 raise ValueError(f"axis {key!r} has no values")
             if len({format_value(v) for v in values}) != len(values):
-                raise ValueError(f"axis {key!r} repeats a value: {values}")
+                raise ValueError(f"axis {key!r} repeats a value: {brief(values)}")
         return value
+
+    @model_validator(mode="after")
+    def _cells_within_cap(self, info: ValidationInfo) -> Experiment:
+        """Counted from the lengths of the axes, before any cell is listed: a grid of 10^12 cells is refused,
+        never built (the validators below list the cells)."""
+        CELLS.check(self.cell_count(), (info.context or {}).get("max_cells"), " (rows x grid points x seeds)")
+        return self
 
     @model_validator(mode="after")
     def _rows_and_seed(self) -> Experiment:
@@ -237,6 +268,11 @@ class Experiment(Spec):
                 if r.row in (label, variant) and self.column_of(r) == column]
 
     # -- what a sweep needs ---------------------------------------------------------------------
+    def cell_count(self) -> int:
+        """len(rows()) x seeds, computed without listing them."""
+        seeds = len(self.seeds) if isinstance(self.seeds, list) else self.seeds
+        return max(len(self.variants), 1) * math.prod(len(values) for values in self.axes.values()) * seeds
+
     def seed_list(self) -> list[int]:
         return list(self.seeds) if isinstance(self.seeds, list) else [FIRST_SEED + i for i in range(self.seeds)]
 
@@ -275,10 +311,11 @@ def format_value(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------- loading
-def load_experiment(path: str | Path) -> Experiment:
-    """Read, validate and resolve every cell of every scale. Any problem: UserError naming file and key."""
+def load_experiment(path: str | Path, max_cells: int | None = None, max_seeds: int | None = None) -> Experiment:
+    """Read, validate and resolve every cell of every scale. Any problem: UserError naming file and key.
+    `max_cells`, `max_seeds`: caps above the defaults (sweeplab.limits), from `sweeplab sweep`'s flags."""
     path = Path(path)
-    experiment = parse_experiment(_read_mapping(path), path)
+    experiment = parse_experiment(_read_mapping(path), path, max_cells, max_seeds)
     from sweeplab.sweep.expand import check_cells  # every cell through sweeplab.config.resolve
 
     check_cells(experiment, where=str(path))
@@ -291,16 +328,30 @@ def experiment_from_spec(spec: dict[str, Any], where: str = "stored sweep") -> E
     return parse_experiment(fields, Path(where))
 
 
-def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
+def parse_experiment(data: dict[str, Any], path: Path, max_cells: int | None = None,
+                     max_seeds: int | None = None) -> Experiment:
     data = {"name": path.stem, **data}
     try:
-        return Experiment(**data)
+        return Experiment.model_validate(data, context={"max_cells": max_cells, "max_seeds": max_seeds})
     except ValidationError as exc:
         raise UserError(f"{path}: {explain(exc)}") from None
 
 
+class _TooManyValues(Exception):
+    pass
+
+
 class _Loader(_ConfigLoader):
-    """The config loader (1e-4 is a float), refusing a key written twice: YAML would keep the last silently."""
+    """The config loader (1e-4 is a float), refusing a key written twice (YAML would keep the last silently) and
+    a document whose aliases expand past the cap."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        """Counted on the composed graph, where an aliased node is one shared node: an "alias bomb" (`&a [x, x]`,
+        then `&b [*a, *a]`, ... nine levels deep) is refused before anything would copy, validate or print it."""
+        limit = YAML_VALUES.value()
+        if _expanded_count(node, limit) > limit:
+            raise _TooManyValues(limit)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -312,15 +363,66 @@ class _Loader(_ConfigLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def _expanded_count(root: yaml.Node, stop: int) -> int:
+    """Values (scalars, lists, mappings) of the document with every alias expanded, counted up to stop + 1; an
+    alias inside its own anchor expands forever. One visit per distinct node, however often it is aliased."""
+    size: dict[int, int] = {}
+    started: set[int] = set()  # visited, children not yet summed: the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            size[id(node)] = min(stop + 1, 1 + sum(size[id(c)] for c in children))
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in started:
+            return stop + 1
+        started.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    return size[id(root)]
+
+
+def _read_text(path: Path) -> str:
+    """The file's text. What is not a regular file is refused before a byte is read (a link to /dev/zero never
+    ends, a FIFO waits for a writer), and no more than the cap + 1 bytes are ever read."""
+    limit = EXPERIMENT_BYTES.value()
     try:
-        text = path.read_text(encoding="utf8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO returns at once
     except FileNotFoundError:
         raise UserError(f"{path}: no such experiment file") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{path}: not a regular file (a device, FIFO or folder); an experiment file is a "
+                            "YAML file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UserError(f"{path}: the file is larger than the limit of {limit:,} bytes for an experiment file; "
+                        + EXPERIMENT_BYTES.how_to_raise())
+    return data.decode("utf8")
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the experiment file ({exc.__class__.__name__})") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _TooManyValues as exc:
+        raise UserError(f"{path}: the file holds more than the limit of {exc.args[0]:,} YAML values once its "
+                        f"aliases (*name) are expanded; {YAML_VALUES.how_to_raise()}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML: nested too deeply") from None
+    except ValueError as exc:  # a value YAML matched but Python refuses: an int of 4,301 digits, a 13th month
+        problem = str(exc).split(";")[0]  # Python's advice after the ";" (set_int_max_str_digits) is not the user's
+        raise UserError(f"{path}: not valid YAML: {problem[:120]}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -338,7 +440,7 @@ def explain(exc: ValidationError) -> str:
     """One line from pydantic's first error: where in the file, what is wrong, what is accepted."""
     err = exc.errors()[0]
     where = _location(err["loc"])
-    kind, given = err["type"], err.get("input")
+    kind, given = err["type"], brief(err.get("input"))  # never the whole value: aliases can make it huge
     prefix = f"{where}: " if where else ""
     if kind == "extra_forbidden":
         parent = _model_at(err["loc"][:-1])
@@ -347,12 +449,14 @@ def explain(exc: ValidationError) -> str:
     if kind == "missing":
         return f"missing key {where!r}"
     if kind == "literal_error":
-        return f"{prefix}{given!r} is not accepted; accepted: {err['ctx']['expected']}"
+        return f"{prefix}{given} is not accepted; accepted: {err['ctx']['expected']}"
     if kind in ("value_error", "assertion_error"):
         return f"{prefix}{err['ctx']['error']}"
     if kind.endswith("_type"):
-        return f"{prefix}{err['msg'].lower().replace('input should be', 'expected')}, got {given!r}"
-    return f"{prefix}{err['msg'].lower()}, got {given!r}"
+        return f"{prefix}{err['msg'].lower().replace('input should be', 'expected')}, got {given}"
+    if kind == "finite_number":
+        return f"{prefix}expected a finite number, got {given}"
+    return f"{prefix}{err['msg'].lower()}, got {given}"
 
 
 def _location(loc: tuple[Any, ...]) -> str:

@@ -55,6 +55,8 @@ def parse_budget(text: str) -> float:
         raise UserError(f"--budget: {text!r} is not a duration; accepted: e.g. 90s, 20m, 1.5h, 1h30m")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
+    if not math.isfinite(total):  # 400 digits read as a float are infinite: the stored plan would not be JSON
+        raise UserError(f"--budget: {text[:40]!r}... is longer than any sweep; accepted: e.g. 90s, 20m, 1.5h, 1h30m")
     if total <= 0:
         raise UserError(f"--budget: {text!r} must be more than zero")
     return total

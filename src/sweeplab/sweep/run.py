@@ -40,7 +40,10 @@ class SweepOptions:
     artifacts: str | None = None  # artifact root URI (default $SWEEPLAB_ARTIFACTS, else beside the store / ./runs)
     address: str | None = None  # Ray cluster address (default $RAY_ADDRESS, else the cluster `ray start` began here)
     retry_failed: bool = False
+    wait: bool = False  # cells other processes train: wait for them to end instead of leaving them to those
     overrides: dict[str, Any] = field(default_factory=dict)  # KEY=VALUE from the command line
+    max_cells: int | None = None  # caps above sweeplab.limits' (default $SWEEPLAB_MAX_CELLS, else 10,000)
+    max_seeds: int | None = None  # (default $SWEEPLAB_MAX_SEEDS, else 100)
     interactive: bool | None = None  # live table; default: when stderr is a terminal
 
 
@@ -57,17 +60,24 @@ class SweepResult:
     def failed(self) -> int:
         return self.statuses.count("failed")
 
+    @property
+    def elsewhere(self) -> int:
+        """Cells still trained by other processes at the end (without --wait): not finished yet."""
+        return sum(1 for s in self.statuses if s not in (*FINAL_STATUSES, "failed", "interrupted"))
+
 
 def run_sweep(path: str | Path, opts: SweepOptions, console: Console | None = None) -> SweepResult:
     console = console or Console()
     where = str(path)
-    experiment = load_experiment(path)  # validates the file and resolves every cell
+    experiment = load_experiment(path, opts.max_cells, opts.max_seeds)  # validates the file, resolves every cell
     scale = pick_scale(experiment, opts.scale, where)
     _check_options(opts)
     # device=auto means what the machines that train have: on a Ray cluster, its GPUs (asked of the cluster).
     auto_device = cluster_device() if opts.executor == "ray" else None
     cells = expand(experiment, scale, opts.overrides, where, auto_device)
     store = open_store(opts.store_url, opts.artifacts)
+    if not opts.plan_only:
+        store.artifacts.check(write=True)  # before the first cell: one line, not a failed row per cell
     threads = threads_per_worker(opts.workers)
     plan = None
     if opts.budget is not None or opts.plan_only:
@@ -160,14 +170,14 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
     jobs, skipped = [], []
     for index, cell in enumerate(cells):
         row = store.find_by_key(cell.key)
-        reason = _skip_reason(store, row, opts.retry_failed)
+        reason = _skip_reason(store, row, opts.retry_failed, opts.wait)
         if row and row.sweep in (None, experiment.name) and (row.sweep, row.cell) != (experiment.name, cell.label):
             store.update_run(row.id, sweep=experiment.name, cell=cell.label)  # adopt a matching standalone run
         if reason:
             skipped.append((index, row, reason))
         else:
             jobs.append(Job(index, cell.cfg, f"{experiment.name}/{cell.label}/{cell.seed}", experiment.name,
-                            cell.label, cell.note, opts.retry_failed))
+                            cell.label, cell.note, opts.retry_failed, opts.wait))
     _say_start(board, experiment, scale, jobs, opts, threads, store)
     for index, row, reason in skipped:
         board.skipped(index, row.status, row.id, reason if row.status not in FINAL_STATUSES else None)
@@ -181,15 +191,15 @@ def _train(store: Store, experiment: Experiment, cells: list[Cell], scale: str |
     return SweepResult(experiment.name, cells, [s.status for s in board.states], outcomes, plan, user_errors)
 
 
-def _skip_reason(store: Store, row: RunRow | None, retry_failed: bool) -> str | None:
+def _skip_reason(store: Store, row: RunRow | None, retry_failed: bool, wait: bool = False) -> str | None:
     if row is None:
         return None
     if row.status in FINAL_STATUSES:
         return row.status
     if row.status == "failed" and not retry_failed:
         return f"failed before: {row.error or 'no reason stored'} (--retry-failed runs it again)"
-    if holder := store.holder(row):  # another sweep or `run` trains it now; a dead owner's run resumes here
-        return f"being trained by {holder}"
+    if not wait and (holder := store.holder(row)):  # another sweep or `run` trains it; a dead owner's run resumes here
+        return f"being trained by {holder} (--wait waits for it)"
     return None
 
 

@@ -4,6 +4,8 @@ The same `run_job` serves local worker processes (`worker_main`, fed through a p
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
 import signal
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from sweeplab.config import RunConfig, run_key
-from sweeplab.errors import UserError
+from sweeplab.errors import UserError, no_space_message
 from sweeplab.store import Store, open_store
 from sweeplab.store.db import LeaseLost
 
@@ -27,6 +29,7 @@ class Job:
     cell: str
     note: str | None
     retry_failed: bool
+    wait: bool = False  # a cell another process trains: wait for it to end (taking it over if its owner dies)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def run_job(job: Job, store: Store) -> Outcome:
 
     start = time.perf_counter()
     opts = RunOptions(name=job.name, retry_failed=job.retry_failed, sweep=job.sweep, cell=job.cell, note=job.note,
-                      quiet=True)
+                      quiet=True, wait=job.wait)
     ended = functools.partial(Outcome, job.index, pid=os.getpid())
     try:
         result = execute(job.cfg, store, opts)
@@ -58,6 +61,9 @@ def run_job(job: Job, store: Store) -> Outcome:
         run_id = record_failure(store, job, str(exc), user_error=True)
         return ended("failed", run_id, str(exc), time.perf_counter() - start, user_error=True)
     except Exception as exc:  # noqa: BLE001 - an internal error ends this cell; execute marked the run failed
+        if full := no_space_message(exc):  # the user's to fix (free space, raise a quota); then --retry-failed
+            return ended("failed", record_failure(store, job, full, user_error=True), full,
+                         time.perf_counter() - start, user_error=True)
         error = f"{type(exc).__name__}: {exc}"
         run_id = record_failure(store, job, error, traceback.format_exc())
         return ended("failed", run_id, error, time.perf_counter() - start)
@@ -78,10 +84,13 @@ def record_failure(store: Store, job: Job, error: str, trace: str | None = None,
         run_id = row.id
     store.update_run(run_id, status="failed", error=error, ended_at=time.time(), env=env, owner=None)
     if trace:
-        run_dir = store.run_dir(run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "traceback.txt").write_text(trace)
-        store.push_artifacts(run_id)
+        from sweeplab.io import write_bytes  # torch: not at this module's import (see quiet_openmp)
+
+        try:
+            write_bytes(store.run_dir(run_id) / "traceback.txt", trace.encode("utf8"))
+            store.push_artifacts(run_id)
+        except OSError:  # the row says why the cell failed; the traceback is a courtesy
+            pass
     return run_id
 
 
@@ -95,6 +104,23 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def end_with_parent() -> None:
+    """When the process that started this one dies (even by SIGKILL), this one gets SIGTERM: it checkpoints
+    and ends `interrupted` instead of training on for nobody (Linux's PR_SET_PDEATHSIG; elsewhere the pipe's
+    end stops an idle worker)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def worker_main(conn: Connection, store_url: str, threads: int, artifacts: str | None = None) -> None:
     """A local worker process: set its share of the cores, then train the cells the parent sends."""
     quiet_openmp()  # before torch loads OpenMP, which reads its settings once
@@ -105,13 +131,24 @@ def worker_main(conn: Connection, store_url: str, threads: int, artifacts: str |
     # Ctrl-C reaches every process of the terminal; the parent alone decides, and stops workers with
     # SIGTERM, which `execute` turns into a clean `interrupted` (resumable) run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it started us
+    signal.signal(signal.SIGTERM, _interrupt)  # also while a cell is set up, before training takes it over
+    end_with_parent()
     torch.set_num_threads(threads)  # N workers x (cores // N) threads: no oversubscription
     store = open_store(store_url, artifacts)
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:  # the parent is gone
-            return
-        if job is None:
-            return
-        conn.send(run_job(job, store))
+    try:
+        while (job := _next_job(conn)) is not None:
+            conn.send(run_job(job, store))
+    except KeyboardInterrupt:  # stopped: the cell's run is on record as interrupted, resumable
+        return
+
+
+def _next_job(conn: Connection) -> Job | None:
+    try:
+        return conn.recv()
+    except EOFError:  # the parent is gone
+        return None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

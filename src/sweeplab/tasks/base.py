@@ -6,7 +6,7 @@ schedule, checkpoints and the store.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +16,7 @@ from torch import nn
 
 from sweeplab.config import RunConfig, TrainConfig
 from sweeplab.engine.optim import create_optimizer
+from sweeplab.models.size import check_fits
 from sweeplab.store import Metric
 
 
@@ -65,6 +66,11 @@ class Task:
     # `generate`), "attention" (attention maps of its Transformer models: `attention`).
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Combinations of settings the task cannot train, as one UserError; called when a config is resolved,
+        so a sweep's every cell is checked when its file is loaded, before the first one trains."""
+
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg = cfg
         self.device = device
@@ -73,6 +79,12 @@ class Task:
     def build(self) -> nn.Module:
         """Prepare the data and return the model on `self.device`. Bad data raises UserError."""
         raise NotImplementedError
+
+    def create_model(self, create: Callable[..., nn.Module], *args: Any) -> nn.Module:
+        """`create(*args)`, once it is known to fit in memory to train: else one UserError, before a byte is
+        allocated (the count runs on the meta device: sweeplab.models.size)."""
+        check_fits(create, args, self.cfg, self.device)
+        return create(*args)
 
     def create_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return create_optimizer(self.cfg.optim_name, self.cfg.optim, model.parameters())

@@ -97,7 +97,7 @@ class LanguageModelTask(Task):
                                 f"(raise data.train_tokens/data.eval_tokens or lower the batch size)")
             self.splits[split] = ids.to(self.device)
         create = MODELS.get(self.cfg.model_name, group="lm").obj
-        return create(len(self.corpus.dictionary), self.cfg.model).to(self.device)
+        return self.create_model(create, len(self.corpus.dictionary), self.cfg.model).to(self.device)
 
     @property
     def dictionary(self) -> Dictionary:

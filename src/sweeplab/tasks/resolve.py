@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from sweeplab.config import GROUPS, TOP_LEVEL, DataConfig, ModelConfig, OptimConfig, RunConfig, Section
-from sweeplab.errors import UserError
+from sweeplab.config import GROUPS, MAX_SEED, TOP_LEVEL, DataConfig, ModelConfig, OptimConfig, RunConfig, Section
+from sweeplab.errors import UserError, brief
 from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
 
 
@@ -27,13 +27,13 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
     names = {g: merged.get(g) for g in ("data", "model", "optim")}
     for group, name in names.items():
         if not isinstance(name, str):
-            raise UserError(f"{group}: expected a name, got {name!r}")
+            raise UserError(f"{group}: expected a name, got {brief(name)}")
     data = DATASETS.get(names["data"], group=task_name, key="data")
     model = MODELS.get(names["model"], group=task_name, key="model")
     OPTIMIZERS.get(names["optim"], key="optim")
-    return RunConfig(
+    cfg = RunConfig(
         task=task_name,
-        seed=_typed(merged, "seed", int),
+        seed=_seed(merged["seed"]),
         device=_device(merged["device"], auto_device),
         data_name=names["data"],
         model_name=names["model"],
@@ -43,6 +43,8 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
         optim=_section(OptimConfig, "optim", merged),
         train=_section(task.train_config, "train", merged),
     )
+    task.check(cfg)
+    return cfg
 
 
 def _check_keys(merged: dict[str, Any]) -> None:
@@ -54,17 +56,18 @@ def _check_keys(merged: dict[str, Any]) -> None:
         raise UserError(f"unknown key {key!r}; accepted: {accepted}")
 
 
-def _typed(merged: dict[str, Any], key: str, kind: type) -> Any:
-    value = merged[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise UserError(f"{key}: expected {kind.__name__}, got {value!r}")
+def _seed(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError(f"seed: expected int, got {brief(value)}")
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"seed: {brief(value)} is out of range; accepted: an integer from 0 to {MAX_SEED:,}")
     return value
 
 
 def _device(value: Any, auto_device: str | None) -> str:
     """The device a run trains on; `auto` is resolved here, so `auto` and `cuda` on a GPU are one run."""
     if value not in ("auto", "cpu", "cuda") and not (isinstance(value, str) and value.startswith("cuda:")):
-        raise UserError(f"device: {value!r} is not accepted; accepted: auto, cpu, cuda, cuda:N")
+        raise UserError(f"device: {brief(value)} is not accepted; accepted: auto, cpu, cuda, cuda:N")
     if value == "auto":
         return auto_device or ("cuda" if torch.cuda.is_available() else "cpu")
     return value
@@ -87,14 +90,16 @@ def _explain(exc: ValidationError, group: str, cls: type[Section]) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     key = f"{group}.{loc}" if loc else group
-    given = err.get("input")
+    given = brief(err.get("input"))  # never the whole value: YAML aliases can make it millions of items long
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"unknown key {key!r}; accepted: " + ", ".join(f"{group}.{f}" for f in cls.model_fields)
     if kind == "literal_error":
-        return f"{key}: {given!r} is not accepted; accepted: {err['ctx']['expected']}"
+        return f"{key}: {given} is not accepted; accepted: {err['ctx']['expected']}"
     if kind in _TYPE_WORDS:
-        return f"{key}: expected {_TYPE_WORDS[kind]}, got {given!r}"
+        return f"{key}: expected {_TYPE_WORDS[kind]}, got {given}"
+    if kind == "finite_number":
+        return f"{key}: expected a finite number, got {given}"
     if kind == "value_error":
         return f"{key}: {err['ctx']['error']}" if loc else f"invalid {group} settings: {err['ctx']['error']}"
-    return f"{key}: {err['msg'].lower()}, got {given!r}"
+    return f"{key}: {err['msg'].lower()}, got {given}"

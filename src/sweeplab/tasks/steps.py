@@ -25,7 +25,7 @@ class StepTrainConfig(TrainConfig):
     epochs: int = Field(1, ge=1, description="unused: this task counts optimizer steps (train.max_steps)")
     max_steps: int = Field(10_000, ge=1, description="optimizer steps, each on a fresh batch")
     eval_every: int = Field(100, ge=1, description="steps between evaluations (and checkpoints)")
-    eval_batch_size: int = Field(1000, ge=1, description="fresh examples per evaluation (and the test set's chunk)")
+    eval_batch_size: int = Field(1000, ge=1, le=1_000_000, description="fresh examples per evaluation (and the test set's chunk)")
     step_size: int = Field(10, ge=1, description="step schedule: evaluations between lr drops")
     converged_at: float = Field(0.99, gt=0, le=1, description="convergence step: the first evaluation from which "
                                                               "valid/acc stays at or above this")
@@ -72,7 +72,7 @@ class StepTask(Task):
         self.epoch = 0  # the epoch being trained: seeds its evaluation batch
         self.test_set: list[Any] | None = None
         create = MODELS.get(self.cfg.model_name, group=self.name).obj
-        return create(self.data.input_dim, self.data.num_classes, self.cfg.model).to(self.device)
+        return self.create_model(create, self.data.input_dim, self.data.num_classes, self.cfg.model).to(self.device)
 
     # -- the step-based schedule -----------------------------------------------------------------
     def num_epochs(self) -> int:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeplab.config import TrainConfig
+from sweeplab.config import RunConfig, TrainConfig
 from sweeplab.data.images import epoch_generator
 from sweeplab.data.toy2d import Toy2D, Toy2DDataConfig, make_toy2d
 from sweeplab.errors import UserError
@@ -48,9 +48,8 @@ class Toy2DTask(Task):
         assert isinstance(self.cfg.data, Toy2DDataConfig)
         self.data = make_toy2d(self.cfg.data_name, self.cfg.data, self.cfg.seed)
         create = MODELS.get(self.cfg.model_name, group="toy2d", key="model").obj
-        model = create(self.data.x_train.size(1), self.data.num_classes, self.cfg.model)
+        model = self.create_model(create, self.data.x_train.size(1), self.data.num_classes, self.cfg.model)
         if isinstance(model, NumpyMLP):
-            self._check_numpy_settings()
             self.device = torch.device("cpu")  # NumPy computes on the host, whatever the device
         d = self.data
         self.splits = {"train": (d.x_train.to(self.device), d.y_train.to(self.device)),
@@ -58,10 +57,15 @@ class Toy2DTask(Task):
                        "test": (d.x_test.to(self.device), d.y_test.to(self.device))}
         return model.to(self.device)
 
-    def _check_numpy_settings(self) -> None:
-        t = self.cfg.train
-        if self.cfg.optim_name != "sgd":
-            raise UserError(f"optim={self.cfg.optim_name}: mlp_numpy implements its update by hand for sgd only; "
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """mlp_numpy's update is written by hand for plain SGD in NumPy: no other optimizer, autocast,
+        compilation or DDP (checked when the config is resolved, so every cell of a sweep is checked at load)."""
+        if cfg.model_name != "mlp_numpy":
+            return
+        t = cfg.train
+        if cfg.optim_name != "sgd":
+            raise UserError(f"optim={cfg.optim_name}: mlp_numpy implements its update by hand for sgd only; "
                             "accepted: optim=sgd (with optim.momentum, optim.weight_decay)")
         if t.precision != "fp32" or t.compile or t.nproc > 1:
             raise UserError("mlp_numpy computes in NumPy: train.precision must be fp32, train.compile false "
