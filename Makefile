@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/python -m sweeplab.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) runs reports

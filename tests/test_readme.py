@@ -65,6 +65,7 @@ def test_every_readme_command_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SWEEPLAB_STORE", f"sqlite:///{tmp_path / 'runs' / 'sweeplab.sqlite'}")
     (tmp_path / "experiments").symlink_to(REPO / "experiments")
+    (tmp_path / "examples").symlink_to(REPO / "examples")
     (tmp_path / "word_language_model.log").write_text(WLM_LOG)
     corpus = tmp_path / "path" / "to" / "corpus"
     corpus.mkdir(parents=True)

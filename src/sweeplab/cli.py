@@ -94,6 +94,20 @@ ARTIFACTS = typer.Option(None, "--artifacts", metavar="URI",
                               "a stored run is found where its row says")
 
 
+PLUGINS = typer.Option(None, "--plugin", metavar="FILE|MODULE",
+                       help="a file or module of your own that registers models, datasets, tasks or optimizers "
+                            "(repeatable; also $SWEEPLAB_PLUGINS)")
+
+
+def use_plugins(refs: list[str] | None) -> None:
+    """Load the user's plugins before anything looks a name up; the processes this one starts load them too."""
+    if refs:
+        import sweeplab.tasks  # noqa: F401 - the built-ins register first; what a plugin registers is then its own
+        from sweeplab import plugins
+
+        plugins.use(refs, Path.cwd())
+
+
 def use_artifacts(uri: str | None, *, write: bool = False) -> str | None:
     """--artifacts holds for this process and every process it starts (sweep workers, DDP ranks); checked
     first, in one line: for a command that trains (`write`), that runs can keep their files there."""
@@ -118,8 +132,10 @@ def run(ctx: typer.Context,
         name: str | None = typer.Option(None, "--name", help="run name (default TASK-MODEL-KEY)"),
         wait: bool = typer.Option(False, "--wait", help="if another process trains this run, wait for it to end"),
         artifacts: str | None = ARTIFACTS,
-        show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys")) -> None:
+        show_help: bool = typer.Option(False, "--help", help="this help; with TASK, its models and keys"),
+        plugin: list[str] | None = PLUGINS) -> None:
     """Train one run of TASK (resumes an interrupted run of the same config)."""
+    use_plugins(plugin)
     from sweeplab.config import parse_overrides, run_key
     from sweeplab.engine import distributed
     from sweeplab.engine.runner import RunOptions, execute
@@ -217,8 +233,10 @@ def runs_list(store: str | None = STORE, task: str | None = typer.Option(None, h
 
 @runs_app.command("show")
 def runs_show(run_ref: str = typer.Argument(..., metavar="RUN", help="run id, id prefix or name"),
-              store: str | None = STORE, artifacts_root: str | None = ARTIFACTS) -> None:
+              store: str | None = STORE, artifacts_root: str | None = ARTIFACTS,
+              plugin: list[str] | None = PLUGINS) -> None:
     """Everything stored about one run: config, environment, summary, artifacts."""
+    use_plugins(plugin)
     from sweeplab.store import open_store
     from sweeplab.store.artifacts import shown
     from sweeplab.store.runfiles import RefusedFile
@@ -291,8 +309,10 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
              top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k likeliest words, 0 = all"),
              seed: int = typer.Option(1111, min=0, max=2**32 - 1, help="0 to 2**32 - 1, as a run's seed"),
              prompt: str = typer.Option("", help="text to continue"),
-             store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
+             store: str | None = STORE, artifacts: str | None = ARTIFACTS,
+             plugin: list[str] | None = PLUGINS) -> None:
     """Text from a language-model run's best checkpoint."""
+    use_plugins(plugin)
     from sweeplab.report.lm_artifacts import GENERATE_WORDS, check_prompt, check_words, load_lm
     from sweeplab.report.lm_artifacts import generate as sample
     from sweeplab.store import open_store
@@ -309,8 +329,10 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
 def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
               text: str = typer.Option("", help="text to attend over (default: the run's validation text)"),
               out_file: Path = typer.Option(Path("attention.svg"), "--out", help=".svg or .png"),
-              store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
+              store: str | None = STORE, artifacts: str | None = ARTIFACTS,
+              plugin: list[str] | None = PLUGINS) -> None:
     """Attention heat maps (a row per layer, a column per head) of a Transformer LM run."""
+    use_plugins(plugin)
     from sweeplab.report.lm_artifacts import ATTENTION_WORDS, check_words, load_lm, save_attention
     from sweeplab.store import open_store
 
@@ -388,8 +410,10 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
 def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME",
                                                 help="experiment files or stored sweep names"),
            out_dir: Path | None = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
-           store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
+           store: str | None = STORE, artifacts: str | None = ARTIFACTS,
+           plugin: list[str] | None = PLUGINS) -> None:
     """index.html (self-contained), report.md and figures/ from the run store only."""
+    use_plugins(plugin)
     from sweeplab.report.build import default_out_dir, write_report
     from sweeplab.store import open_store
 
@@ -417,8 +441,10 @@ def sweep(experiment: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help
                                                help="allow more cells than $SWEEPLAB_MAX_CELLS or 10,000"),
           max_seeds: int | None = typer.Option(None, "--max-seeds", min=1, metavar="N",
                                                help="allow more seeds than $SWEEPLAB_MAX_SEEDS or 100"),
-          store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
+          store: str | None = STORE, artifacts: str | None = ARTIFACTS,
+          plugin: list[str] | None = PLUGINS) -> None:
     """Run every cell of an experiment file; finished cells are skipped, interrupted ones resume."""
+    use_plugins(plugin)
     from sweeplab.config import parse_overrides
     from sweeplab.sweep.run import SweepOptions, run_sweep
 
@@ -474,8 +500,10 @@ def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run 
             as_json: bool = typer.Option(False, "--json", help="the whole comparison as one JSON object"),
             limit: int = typer.Option(20, min=0, help="differing samples listed in the table"),
             device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
-            store: str | None = STORE, artifacts: str | None = ARTIFACTS) -> None:
+            store: str | None = STORE, artifacts: str | None = ARTIFACTS,
+            plugin: list[str] | None = PLUGINS) -> None:
     """Where two checkpoints predict differently: agreement, accuracies, per-class deltas, who is right."""
+    use_plugins(plugin)
     from sweeplab.engine.compare import compare_runs, print_comparison
     from sweeplab.store import open_store
 
@@ -498,12 +526,14 @@ def bench_devices(task: str = typer.Argument(..., help="task: lm, image, toy2d, 
                   steps: int = typer.Option(100, "--steps", min=10, help="optimizer steps per setup"),
                   gpus: int | None = typer.Option(None, "--gpus", min=2, help="GPUs of the DDP row (default: all)"),
                   as_json: bool = typer.Option(False, "--json", help="last line of stdout: the rows as JSON"),
-                  store: str | None = STORE) -> None:
+                  store: str | None = STORE,
+                  plugin: list[str] | None = PLUGINS) -> None:
     """The same run on the CPU, 1 GPU and N GPUs (DDP): time per batch and per epoch, and the speed-up.
 
     Each setup is a stored run of --steps steps (evaluation still runs at its end); setups this machine
     lacks are listed with the reason.
     """
+    use_plugins(plugin)
     from sweeplab.config import parse_overrides
     from sweeplab.engine.bench import bench_devices as run_bench
     from sweeplab.store import open_store

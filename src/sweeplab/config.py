@@ -92,9 +92,11 @@ class RunConfig:
     model: ModelConfig
     optim: OptimConfig
     train: TrainConfig
+    # The users' plugins its components come from: (name, path, sha256 of the source), for the run key and row.
+    plugins: tuple[tuple[str, str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "task": self.task,
             "seed": self.seed,
             "device": self.device,
@@ -103,6 +105,9 @@ class RunConfig:
             "optim": {"name": self.optim_name, **self.optim.model_dump()},
             "train": self.train.model_dump(),
         }
+        if self.plugins:
+            d["plugins"] = [{"name": n, "path": p, "sha256": h} for n, p, h in self.plugins]
+        return d
 
     def sections(self) -> list[tuple[str, str | None, Section]]:
         """(group, component name, settings) of each config group."""
@@ -126,6 +131,8 @@ def key_fields(cfg: RunConfig) -> dict[str, Any]:
     Settings that cannot (OUTSIDE_KEY) are left out, and so is a NEUTRAL field at its default. The device
     counts by its type: `cuda:1` trains the same run as `cuda` (`auto` is resolved before this)."""
     flat: dict[str, Any] = {"task": cfg.task, "seed": cfg.seed, "device": cfg.device.split(":")[0]}
+    if cfg.plugins:  # the source, not where it lies: the same file on another machine is the same run
+        flat["plugins"] = sorted(f"{name}:{sha256}" for name, _, sha256 in cfg.plugins)
     for group, name, section in cfg.sections():
         if name is not None:
             flat[group] = name

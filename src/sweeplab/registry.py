@@ -18,6 +18,8 @@ class Entry(Generic[T]):
     obj: T
     config: type | None  # the pydantic config class of this component, if it has one
     doc: str
+    source: str = "sweeplab"  # where it was registered: sweeplab itself, or a plugin (its name and path)
+    plugin: Any = None  # the sweeplab.plugins.Plugin that registered it, None for a built-in
 
 
 class Registry(Generic[T]):
@@ -33,10 +35,15 @@ class Registry(Generic[T]):
 
     def register(self, name: str, *, group: str = "", config: type | None = None) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
+            plugin = loading_plugin()
+            source = plugin.describe() if plugin else "sweeplab"
             if (group, name) in self._entries:
-                raise ValueError(f"duplicate {self.kind} name {name!r}" + (f" in {group!r}" if group else ""))
+                other = self._entries[(group, name)].source
+                scope = f" for task {group!r}" if group else ""
+                raise UserError(f"{self.kind} name {name!r}{scope} is registered twice: by {other} and by {source}; "
+                                "accepted: a name not taken (`sweeplab run TASK --help` lists them)")
             doc = (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
-            self._entries[(group, name)] = Entry(name, obj, config, doc)
+            self._entries[(group, name)] = Entry(name, obj, config, doc, source, plugin)
             return obj
 
         return decorator
@@ -56,6 +63,13 @@ class Registry(Generic[T]):
     def __contains__(self, item: Any) -> bool:
         group, name = item if isinstance(item, tuple) else ("", item)
         return (group, name) in self._entries
+
+
+LOADING_PLUGINS: list[Any] = []  # the plugins being imported now (sweeplab.plugins), innermost last
+
+
+def loading_plugin() -> Any:
+    return LOADING_PLUGINS[-1] if LOADING_PLUGINS else None
 
 
 TASKS: Registry = Registry("task")

@@ -51,7 +51,7 @@ class ResNetConfig(VisionConfig):
 def create_image_model(name: str, spec: ImageSpec, cfg: VisionConfig) -> nn.Module:
     """The model `name` for data of shape `spec`; model.num_classes, if set, must match the data."""
     entry = MODELS.get(name, group="image", key="model")
-    if cfg.num_classes and cfg.num_classes != spec.num_classes:
+    if getattr(cfg, "num_classes", 0) and cfg.num_classes != spec.num_classes:  # a plugin model may not have it
         raise UserError(f"model.num_classes={cfg.num_classes} does not match the data, which has "
                         f"{spec.num_classes} classes; leave it at 0 to take the dataset's")
     return entry.obj(spec, cfg)

@@ -130,6 +130,9 @@ def hardware(runs: list[RunData]) -> list[str]:
                                   for run in runs if run.row.env.get(key) is not None))
         if seen:
             lines.append(f"{title}: {', '.join(seen)}")
+    own = {(p["name"], p["sha256"][:12], p["path"]) for run in runs for p in run.row.config.get("plugins", [])}
+    for name, digest, path in sorted(own):  # the users' own code the runs used, as its source was then
+        lines.append(f"plugin {name}: {path} (sha256 {digest}…)")
     missing = sum(not run.row.env for run in runs)
     if missing:
         lines.append(f"{missing} run{'s' if missing > 1 else ''} without a stored environment")

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from sweeplab import plugins
 from sweeplab.config import MAX_SEED
 from sweeplab.config import _Loader as _ConfigLoader
 from sweeplab.errors import UserError, brief
@@ -166,6 +167,8 @@ class Experiment(Spec):
     analysis: Analysis = Field(Analysis(), description="settings of the report's computed analysis")
     questions: list[Question] = Field([], description="what the experiment asks; the first is its main question")
     references: list[Reference] = Field([], description="numbers a named source reports for a row and column")
+    plugins: list[str] = Field([], description="your own files or modules that register components, "
+                                               "paths relative to this file")
 
     @field_validator("name")
     @classmethod
@@ -315,17 +318,28 @@ def load_experiment(path: str | Path, max_cells: int | None = None, max_seeds: i
     """Read, validate and resolve every cell of every scale. Any problem: UserError naming file and key.
     `max_cells`, `max_seeds`: caps above the defaults (sweeplab.limits), from `sweeplab sweep`'s flags."""
     path = Path(path)
-    experiment = parse_experiment(_read_mapping(path), path, max_cells, max_seeds)
+    experiment = with_plugins(parse_experiment(_read_mapping(path), path, max_cells, max_seeds), path.parent)
     from sweeplab.sweep.expand import check_cells  # every cell through sweeplab.config.resolve
 
     check_cells(experiment, where=str(path))
     return experiment
 
 
+def with_plugins(experiment: Experiment, base: Path | None) -> Experiment:
+    """Load the experiment's plugins (paths relative to its file) before any name is looked up, and keep them
+    as absolute paths: a stored sweep, a worker and a report elsewhere in the tree find the same files."""
+    if not experiment.plugins:
+        return experiment
+    import sweeplab.tasks  # noqa: F401 - the built-ins register first; what a plugin registers is then its own
+
+    loaded = plugins.use(experiment.plugins, base)
+    return experiment.model_copy(update={"plugins": [p.path if p.path.endswith(".py") else p.name for p in loaded]})
+
+
 def experiment_from_spec(spec: dict[str, Any], where: str = "stored sweep") -> Experiment:
     """The experiment back from a stored sweep spec (which adds scale, plan and cells to its fields)."""
     fields = {k: v for k, v in spec.items() if k in Experiment.model_fields}
-    return parse_experiment(fields, Path(where))
+    return with_plugins(parse_experiment(fields, Path(where)), None)  # stored with absolute paths
 
 
 def parse_experiment(data: dict[str, Any], path: Path, max_cells: int | None = None,

@@ -1,4 +1,5 @@
 """Every task registers itself (and its models and datasets) on import: adding a task is one line here."""
+from sweeplab import plugins
 from sweeplab.registry import TASKS
 from sweeplab.tasks import (
     addition,  # noqa: F401
@@ -8,6 +9,8 @@ from sweeplab.tasks import (
     toy2d,  # noqa: F401
 )
 from sweeplab.tasks.resolve import resolve
+
+plugins.load_configured()  # users' own components ($SWEEPLAB_PLUGINS, entry points), after the built-ins
 
 
 def capable(task: str, capability: str) -> bool:

@@ -12,14 +12,15 @@ from pydantic import ValidationError
 
 from sweeplab.config import GROUPS, MAX_SEED, TOP_LEVEL, DataConfig, ModelConfig, OptimConfig, RunConfig, Section
 from sweeplab.errors import UserError, brief
-from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
+from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS, Entry
 
 
 def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = None) -> RunConfig:
     """Task defaults, then each layer in order (experiment file, overrides); validated. `device=auto` becomes
     `auto_device` when given (what the machines that will train have: a Ray cluster's GPUs), else what this
     machine has."""
-    task = TASKS.get(task_name, key="task").obj
+    task_entry = TASKS.get(task_name, key="task")
+    task = task_entry.obj
     merged: dict[str, Any] = {"seed": 1111, "device": "auto", **task.defaults}
     for layer in layers:
         merged.update(layer)
@@ -30,7 +31,7 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
             raise UserError(f"{group}: expected a name, got {brief(name)}")
     data = DATASETS.get(names["data"], group=task_name, key="data")
     model = MODELS.get(names["model"], group=task_name, key="model")
-    OPTIMIZERS.get(names["optim"], key="optim")
+    optim = OPTIMIZERS.get(names["optim"], key="optim")
     cfg = RunConfig(
         task=task_name,
         seed=_seed(merged["seed"]),
@@ -42,9 +43,16 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
         model=_section(model.config or ModelConfig, "model", merged),
         optim=_section(OptimConfig, "optim", merged),
         train=_section(task.train_config, "train", merged),
+        plugins=_plugins(task_entry, data, model, optim),
     )
     task.check(cfg)
     return cfg
+
+
+def _plugins(*entries: Entry) -> tuple[tuple[str, str, str], ...]:
+    """(name, path, sha256) of the users' plugins the components come from, each once."""
+    found = {(e.plugin.name, e.plugin.path, e.plugin.sha256) for e in entries if e.plugin is not None}
+    return tuple(sorted(found))
 
 
 def _check_keys(merged: dict[str, Any]) -> None:
