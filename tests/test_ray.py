@@ -325,6 +325,27 @@ def test_device_auto_on_a_cluster_with_gpus_asks_for_a_gpu_and_never_trains_on_t
         cluster.remove_node(gpu_node)
 
 
+@needs_postgres
+def test_a_plugin_reaches_every_node(cluster, pg, places):
+    """The cell's model comes from a file of the user's (here the example, at one path every node sees): its
+    tasks get $SWEEPLAB_PLUGINS, load it before they read the job, and train it on the nodes."""
+    driver, shared, _ = places
+    plugin = Path(__file__).resolve().parent.parent / "examples" / "my_cnn.py"
+    spec = {"name": "ownmodel", "task": "image", "plugins": [str(plugin)],
+            "base": {"data": "digits", "data.train_limit": 128, "data.valid_size": 32, "data.test_limit": 64,
+                     "train.epochs": 1, "model.width": 8},
+            "variants": {"MyCNN": {"model": "my_cnn"}}, "columns": [{"title": "Test acc", "metric": "test/acc1"}]}
+    path = driver / "own.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = subprocess.run([*CLI, "sweep", str(path), "--executor", "ray", "--address", cluster.address,  # a
+                             "--store", plain(pg), "--artifacts", str(shared)],  # process of its own: the plugin
+                            capture_output=True, text=True, timeout=300)  # stays out of this one's registries
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = open_store(pg).list_runs(sweep="ownmodel")
+    assert run.status == "finished" and run.env["pid"] != os.getpid()  # trained on a node
+    assert run.config["plugins"][0]["path"] == str(plugin)
+
+
 def test_device_auto_resolves_to_what_the_cluster_has():
     assert resolve("toy2d", {"device": "auto"}, auto_device="cuda").device == "cuda"
     assert resolve("toy2d", {"device": "auto"}, auto_device="cpu").device == "cpu"
@@ -399,8 +420,8 @@ def test_a_retried_cell_waits_for_the_dead_nodes_lease_then_resumes_the_run(tmp_
                             env={}, sweep="retry", cell="MLP", owner="node-7 4242 abcd1234")
     store._leases.clear()  # noqa: SLF001 - the claim is that dead node's, not this process's
     start = time.perf_counter()
-    outcome = executors.ray_cell(Job(0, cell.cfg, "retry/MLP/1111", "retry", "MLP", None, False), url,
-                                 str(tmp_path / "shared"), 1)
+    job = Job(0, cell.cfg, "retry/MLP/1111", "retry", "MLP", None, False)
+    outcome = executors.ray_cell(0, pickle.dumps(job), url, str(tmp_path / "shared"), 1)
     assert outcome.status == "finished" and outcome.run_id == held
     assert time.perf_counter() - start >= 1.5  # not before the lease ran out
     folder = tmp_path / "runs" / held  # where the first claim put its files: the retry keeps using them

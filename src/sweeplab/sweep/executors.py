@@ -7,8 +7,11 @@ busy timeout, or PostgreSQL), so nothing passes through the parent but the outco
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
+import pickle
+import platform
 import signal
 import time
 import uuid
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeplab.errors import UserError
+from sweeplab.plugins import ENV as PLUGINS_ENV
 from sweeplab.store import Store, open_store
 from sweeplab.store.artifacts import Artifacts
 from sweeplab.sweep.board import Board
@@ -381,19 +385,29 @@ def worker_store_url(plain_url: str) -> str:
     return plain_url
 
 
-def ray_cell(job: Job, store_url: str, artifacts: str, threads: int) -> Outcome:
+def ray_cell(index: int, job_blob: bytes, store_url: str, artifacts: str, threads: int) -> Outcome:
     """One cell on a Ray worker. A retried cell whose previous attempt still holds the run (its node died
-    but its lease has not run out yet) waits for the lease and then takes the run over."""
+    but its lease has not run out yet) waits for the lease and then takes the run over.
+
+    The job arrives pickled by the driver and is read here, once the node's registries hold the users' plugins
+    ($SWEEPLAB_PLUGINS, from the task's runtime environment): its config refers to their classes by module
+    name, a name that holds the source's hash, so a node whose copy of a plugin differs cannot read it."""
     import torch
 
-    import sweeplab.tasks  # noqa: F401 - fills the registries
-
+    failed = functools.partial(Outcome, index, "failed", None, wall_s=0.0, user_error=True, pid=os.getpid())
+    try:
+        import sweeplab.tasks  # noqa: F401 - fills the registries, the plugins' included
+        job = pickle.loads(job_blob)
+    except (UserError, ImportError, AttributeError) as exc:
+        return failed(error=f"node {platform.node()} cannot load the cell's plugins as the driver has them "
+                            f"({_first_line(exc)}); every node needs the same files at the same paths "
+                            f"(${PLUGINS_ENV}={os.environ.get(PLUGINS_ENV, '')})")
     torch.set_num_threads(threads)
     try:
         store = open_store(worker_store_url(store_url), artifacts)
     except UserError as exc:
-        error = f"{exc} (a Ray worker reads the store password from {PASSWORD_SOURCES}; it never travels with a task)"
-        return Outcome(job.index, "failed", None, error, 0.0, user_error=True, pid=os.getpid())
+        return failed(error=f"{exc} (a Ray worker reads the store password from {PASSWORD_SOURCES}; it never "
+                            "travels with a task)")
     while True:
         outcome = run_job(job, store)
         if outcome.status != "running":
@@ -433,10 +447,13 @@ def _submit(jobs: list[Job], store: Store, threads: int) -> dict[Any, Job]:
     plain_url = url_without_password(store.url)
     gpus = [_gpus(job, cluster_gpus) for job in jobs]  # every cell checked before the first is submitted
     futures = {}
+    plugins = {"runtime_env": {"env_vars": {**_runtime_env().get("env_vars", {}), PLUGINS_ENV: os.environ[PLUGINS_ENV]}}} \
+        if os.environ.get(PLUGINS_ENV) else {}
     for job, num_gpus in zip(jobs, gpus, strict=True):
         options = dict(num_cpus=threads, num_gpus=num_gpus, max_retries=RAY_RETRIES, retry_exceptions=False,
-                       name=f"sweeplab {job.name}")
-        futures[task.options(**options).remote(job, plain_url, store.artifacts.root, threads)] = job
+                       name=f"sweeplab {job.name}", **plugins)
+        futures[task.options(**options).remote(job.index, pickle.dumps(job), plain_url, store.artifacts.root,
+                                               threads)] = job
     return futures
 
 
