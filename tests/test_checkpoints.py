@@ -41,6 +41,21 @@ def rows(store, run_id: str) -> list[tuple]:
     return [(m.epoch, m.split, m.name, m.value) for m in store.metrics(run_id) if not m.name.endswith(TIMINGS)]
 
 
+def best_at_epoch_1(monkeypatch) -> None:
+    """The validation loss rises every epoch from 1.0: epoch 1 is the best."""
+    evaluate = Trainer.evaluate_split
+    calls = {"valid": 0}
+
+    def rising(self, split):
+        values = evaluate(self, split)
+        if split == "valid":
+            calls["valid"] += 1
+            values["loss"] = float(calls["valid"])
+        return values
+
+    monkeypatch.setattr(Trainer, "evaluate_split", rising)
+
+
 def interrupt_in_epoch(monkeypatch, epoch: int):
     original = Trainer.train_epoch
 
@@ -215,23 +230,13 @@ def test_a_resume_after_the_last_checkpoint_keeps_the_whole_summary(tiny_corpus,
 
 def test_a_damaged_best_checkpoint_at_the_end_scores_the_last_weights_and_says_so(tiny_corpus, store_url, monkeypatch,
                                                                                    capsys, one_thread):
-    evaluate = Trainer.evaluate_split
-    calls = {"valid": 0}
-
-    def valid_best_at_epoch_1(self, split):
-        values = evaluate(self, split)
-        if split == "valid":
-            calls["valid"] += 1
-            values["loss"] = float(calls["valid"])  # epoch 1 is the best: the final splits want its checkpoint
-        return values
-
+    best_at_epoch_1(monkeypatch)  # the final splits want epoch 1's checkpoint
     final = Trainer.evaluate_final
 
     def damage_best_then_score(self):
         damage(checkpoint.epoch_path(self.run_dir, 1), "truncated")
         return final(self)
 
-    monkeypatch.setattr(Trainer, "evaluate_split", valid_best_at_epoch_1)
     monkeypatch.setattr(Trainer, "evaluate_final", damage_best_then_score)
     result = execute(tiny_cfg(tiny_corpus), open_store(store_url), RunOptions(quiet=True))
     assert result.status == "finished" and result.metrics["best_epoch"] == 3 and "test/loss" in result.metrics

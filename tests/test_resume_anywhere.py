@@ -13,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 import torch
-from tests.test_checkpoints import damage, interrupt_in_epoch, rows
+from tests.test_checkpoints import best_at_epoch_1, damage, interrupt_in_epoch, rows
 
 from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
@@ -204,17 +204,7 @@ def test_a_run_whose_steps_stop_ends_failed_and_resumable(store_url, tmp_path):
 
 # ------------------------------------------------------------------------------ what is recorded
 def test_the_best_epochs_checkpoint_is_kept_beside_the_last(store_url, monkeypatch):
-    evaluate = Trainer.evaluate_split
-    calls = {"valid": 0}
-
-    def valid_best_at_epoch_1(self, split):
-        values = evaluate(self, split)
-        if split == "valid":
-            calls["valid"] += 1
-            values["loss"] = float(calls["valid"])
-        return values
-
-    monkeypatch.setattr(Trainer, "evaluate_split", valid_best_at_epoch_1)
+    best_at_epoch_1(monkeypatch)
     result = execute(resolve("toy2d", {**TOY, "train.keep_checkpoints": "last"}), open_store(store_url),
                      RunOptions(quiet=True))
     assert result.metrics["best_epoch"] == 1
