@@ -11,6 +11,7 @@ from tests.conftest import real_data
 from tests.sweep_helpers import invoke, write_experiment
 
 from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.models.spec import VectorSpec
 from sweeplab.store import open_store
 from sweeplab.sweep.expand import expand
 from sweeplab.sweep.experiment import load_experiment
@@ -204,7 +205,7 @@ def test_addition_embedding_is_the_course_skeletons_network():
 
     torch.manual_seed(0)
     cfg = resolve("addition", {"model": "rnn", "model.embed": 32, "model.hidden": 64, "model.nlayers": 2})
-    model = MODELS.get("rnn", group="addition").obj(20, 10, cfg.model)
+    model = MODELS.get("rnn", group="addition").obj(VectorSpec(20, 10), cfg.model)
     embed, rnn, dense = nn.Embedding(10, 32), nn.RNN(64, 64, 2, batch_first=True), nn.Linear(64, 10)
     embed.load_state_dict(model.embed.state_dict())
     rnn.load_state_dict(model.rnn.state_dict())

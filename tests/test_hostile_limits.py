@@ -26,6 +26,7 @@ from sweeplab.engine.bench import BenchRow
 from sweeplab.errors import brief
 from sweeplab.models import vision
 from sweeplab.models.size import training_bytes
+from sweeplab.models.spec import VectorSpec, VocabSpec
 from sweeplab.registry import MODELS
 from sweeplab.store import open_store
 from sweeplab.sweep.experiment import load_experiment
@@ -185,8 +186,9 @@ def _model_cases() -> list[tuple[str, str, tuple]]:
     """(group, name, arguments of its factory) for every registered model, at its default settings."""
     import sweeplab.tasks  # noqa: F401 - fills the registry
 
-    args = {"lm": lambda c: (50, c), "image": lambda c: (vision.ImageSpec(3, 32, 32, 10), c),
-            "toy2d": lambda c: (2, 3, c), "palindrome": lambda c: (10, 10, c), "addition": lambda c: (20, 10, c)}
+    args = {"lm": lambda c: (VocabSpec(50), c), "image": lambda c: (vision.ImageSpec(3, 32, 32, 10), c),
+            "toy2d": lambda c: (VectorSpec(2, 3), c), "palindrome": lambda c: (VectorSpec(10, 10), c),
+            "addition": lambda c: (VectorSpec(20, 10), c)}
     return [(group, name, make(MODELS.get(name, group=group).config()))
             for group, make in args.items() for name in MODELS.names(group)]
 

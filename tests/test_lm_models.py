@@ -8,6 +8,7 @@ from torch import nn
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.errors import UserError
 from sweeplab.models.lm import TransformerModel
+from sweeplab.models.spec import VocabSpec
 from sweeplab.registry import MODELS
 from sweeplab.tasks import resolve
 
@@ -16,7 +17,7 @@ WT2_VOCAB = 33_278
 
 def build(name: str, ntoken: int = 50, **overrides):
     cfg = resolve("lm", {"model": name, **{f"model.{k}": v for k, v in overrides.items()}})
-    return MODELS.get(name, group="lm").obj(ntoken, cfg.model)
+    return MODELS.get(name, group="lm").obj(VocabSpec(ntoken), cfg.model)
 
 
 @pytest.mark.parametrize("name", MODELS.names("lm"))

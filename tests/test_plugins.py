@@ -89,7 +89,7 @@ def test_an_installed_packages_entry_point_is_loaded(tmp_path, store_url):
     (site / "my_toys.py").write_text(
         "from torch import nn\nfrom sweeplab.api import register_model\n\n"
         "@register_model('tiny_linear', task='toy2d')\n"
-        "def tiny_linear(input_dim, num_classes, cfg):\n    return nn.Linear(input_dim, num_classes)\n")
+        "def tiny_linear(spec, cfg):\n    return nn.Linear(spec.input_dim, spec.num_classes)\n")
     proc = sweeplab("run", "toy2d", "model=tiny_linear", "data.n_samples=100", "train.epochs=2", "--json",
                     "--store", store_url, env={"PYTHONPATH": str(site)})
     assert proc.returncode == 0, proc.stderr

@@ -8,6 +8,7 @@ from torch import nn
 
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.models.sequence import HandLSTM, VanillaRNN
+from sweeplab.models.spec import VectorSpec
 from sweeplab.registry import MODELS
 from sweeplab.tasks import resolve
 
@@ -16,7 +17,7 @@ TASK_MODELS = [(task, name) for task in ("palindrome", "addition") for name in M
 
 def build(task: str, name: str, input_dim: int, **overrides) -> nn.Module:
     cfg = resolve(task, {"model": name, **{f"model.{k}": v for k, v in overrides.items()}})
-    return MODELS.get(name, group=task).obj(input_dim, 10, cfg.model)
+    return MODELS.get(name, group=task).obj(VectorSpec(input_dim, 10), cfg.model)
 
 
 def count(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
 from sweeplab.models.mlp_numpy import NumpySGD, Toy2DMLPConfig, clip_global_norm, softmax_cross_entropy
+from sweeplab.models.spec import VectorSpec
 from sweeplab.registry import DATASETS, MODELS
 from sweeplab.store import Metric, open_store
 from sweeplab.tasks import resolve
@@ -25,7 +26,7 @@ runner = CliRunner()
 
 
 def create(name: str, cfg: Toy2DMLPConfig, classes: int = 2) -> torch.nn.Module:
-    return MODELS.get(name, group="toy2d").obj(2, classes, cfg)
+    return MODELS.get(name, group="toy2d").obj(VectorSpec(2, classes), cfg)
 
 
 def run(store_url: str, **overrides) -> tuple[str, dict]:

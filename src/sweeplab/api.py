@@ -11,8 +11,9 @@
     def my_cnn(spec: ImageSpec, cfg: MyCNNConfig) -> nn.Module:
         ...
 
-A model factory takes what its task's data says about the input (see each task's spec below) and the model's
-validated config. Load the file with `--plugin my_models.py`, `plugins: [my_models.py]` in an experiment
+A model factory takes what its task's data says about the input and output, its spec (`image`: ImageSpec;
+`lm`: VocabSpec; `toy2d`, `palindrome`, `addition`: VectorSpec), and the model's validated config, as sweeplab's
+own models do. Load the file with `--plugin my_models.py`, `plugins: [my_models.py]` in an experiment
 file, `$SWEEPLAB_PLUGINS`, or an installed package's entry point in group `sweeplab.plugins`.
 """
 from __future__ import annotations
@@ -21,15 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sweeplab.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from sweeplab.models.spec import VectorSpec, VocabSpec
 from sweeplab.models.vision import ImageSpec
 from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
 from sweeplab.tasks.base import Part, StepOutput, Task
-
-# What a model factory receives first, per task: `image`, an ImageSpec(channels, height, width, num_classes);
-# `lm`, the vocabulary size (int); `toy2d`, `palindrome` and `addition`, (input_dim, num_classes) as two
-# positional arguments. The config comes last.
-MODEL_INPUTS = {"image": "ImageSpec", "lm": "ntoken", "toy2d": "input_dim, num_classes",
-                "palindrome": "input_dim, num_classes", "addition": "input_dim, num_classes"}
 
 
 def register_model(name: str, *, task: str, config: type[ModelConfig] | None = None) -> Callable[[Any], Any]:
@@ -53,4 +49,5 @@ def register_optimizer(name: str) -> Callable[[Any], Any]:
 
 
 __all__ = ["DataConfig", "ImageSpec", "ModelConfig", "OptimConfig", "Part", "RunConfig", "StepOutput", "Task",
-           "TrainConfig", "register_dataset", "register_model", "register_optimizer", "register_task"]
+           "TrainConfig", "VectorSpec", "VocabSpec", "register_dataset", "register_model", "register_optimizer",
+           "register_task"]

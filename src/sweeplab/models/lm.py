@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
+from sweeplab.models.spec import VocabSpec
 from sweeplab.registry import MODELS
 
 
@@ -185,8 +186,8 @@ class TransformerModel(nn.Module):
 
 
 def _rnn(kind: str):
-    def create(ntoken: int, cfg: LMConfig) -> RNNModel:
-        return RNNModel(kind, ntoken, cfg)
+    def create(spec: VocabSpec, cfg: LMConfig) -> RNNModel:
+        return RNNModel(kind, spec.ntoken, cfg)
 
     create.__doc__ = {"lstm": "LSTM (Hochreiter & Schmidhuber, 1997)", "gru": "GRU (Cho et al., 2014)",
                       "rnn_tanh": "Elman RNN with tanh", "rnn_relu": "Elman RNN with ReLU"}[kind]
@@ -198,6 +199,6 @@ for _kind in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
 
 
 @MODELS.register("transformer", group="lm", config=TransformerConfig)
-def _transformer(ntoken: int, cfg: LMConfig) -> TransformerModel:
+def _transformer(spec: VocabSpec, cfg: LMConfig) -> TransformerModel:
     """Transformer encoder with a causal mask (Vaswani et al., 2017)."""
-    return TransformerModel(ntoken, cfg)
+    return TransformerModel(spec.ntoken, cfg)

@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
+from sweeplab.models.spec import VectorSpec
 from sweeplab.registry import MODELS
 
 Activation = Literal["relu", "tanh", "sigmoid"]
@@ -185,12 +186,12 @@ class NumpySGD:
 
 # ------------------------------------------------------------------------------------ registry
 @MODELS.register("mlp", group="toy2d", config=Toy2DMLPConfig)
-def _mlp(in_features: int, num_classes: int, cfg: Toy2DMLPConfig) -> TorchMLP:
+def _mlp(spec: VectorSpec, cfg: Toy2DMLPConfig) -> TorchMLP:
     """MLP in PyTorch (autograd, torch.optim)."""
-    return TorchMLP(layer_sizes(cfg, in_features, num_classes), cfg.activation)
+    return TorchMLP(layer_sizes(cfg, spec.input_dim, spec.num_classes), cfg.activation)
 
 
 @MODELS.register("mlp_numpy", group="toy2d", config=Toy2DMLPConfig)
-def _mlp_numpy(in_features: int, num_classes: int, cfg: Toy2DMLPConfig) -> NumpyMLP:
+def _mlp_numpy(spec: VectorSpec, cfg: Toy2DMLPConfig) -> NumpyMLP:
     """MLP from scratch in NumPy: hand-written forward, backward and SGD (same init as mlp)."""
-    return NumpyMLP(layer_sizes(cfg, in_features, num_classes), cfg.activation)
+    return NumpyMLP(layer_sizes(cfg, spec.input_dim, spec.num_classes), cfg.activation)

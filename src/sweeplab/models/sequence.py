@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
+from sweeplab.models.spec import VectorSpec
 from sweeplab.registry import MODELS
 
 
@@ -123,20 +124,20 @@ class DigitRNN(nn.Module):
 
 
 @MODELS.register("rnn", group="palindrome", config=PalindromeModelConfig)
-def _palindrome_rnn(input_dim: int, num_classes: int, cfg: PalindromeModelConfig) -> VanillaRNN:
+def _palindrome_rnn(spec: VectorSpec, cfg: PalindromeModelConfig) -> VanillaRNN:
     """Vanilla tanh RNN, explicit W_hx, W_hh, b_h, W_ph, b_p, unrolled by hand."""
-    return VanillaRNN(input_dim, cfg.hidden, num_classes)
+    return VanillaRNN(spec.input_dim, cfg.hidden, spec.num_classes)
 
 
 @MODELS.register("lstm", group="palindrome", config=PalindromeModelConfig)
-def _palindrome_lstm(input_dim: int, num_classes: int, cfg: PalindromeModelConfig) -> HandLSTM:
+def _palindrome_lstm(spec: VectorSpec, cfg: PalindromeModelConfig) -> HandLSTM:
     """LSTM with explicit gate parameters, unrolled by hand."""
-    return HandLSTM(input_dim, cfg.hidden, num_classes)
+    return HandLSTM(spec.input_dim, cfg.hidden, spec.num_classes)
 
 
 def _digit_rnn(kind: str):
-    def create(input_dim: int, num_classes: int, cfg: AdditionModelConfig) -> DigitRNN:
-        return DigitRNN(kind, input_dim, num_classes, cfg)
+    def create(spec: VectorSpec, cfg: AdditionModelConfig) -> DigitRNN:
+        return DigitRNN(kind, spec.input_dim, spec.num_classes, cfg)
 
     create.__doc__ = {"rnn": "Elman RNN with tanh (torch.nn.RNN)", "gru": "GRU (Cho et al., 2014; torch.nn.GRU)",
                       "lstm": "LSTM (Hochreiter & Schmidhuber, 1997; torch.nn.LSTM)"}[kind]

@@ -16,6 +16,7 @@ from sweeplab.data.text import Corpus, Dictionary, batchify, get_batch, load_cor
 from sweeplab.engine.distributed import unwrap
 from sweeplab.errors import UserError
 from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
+from sweeplab.models.spec import VocabSpec
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
@@ -97,7 +98,7 @@ class LanguageModelTask(Task):
                                 f"(raise data.train_tokens/data.eval_tokens or lower the batch size)")
             self.splits[split] = ids.to(self.device)
         create = MODELS.get(self.cfg.model_name, group="lm").obj
-        return self.create_model(create, len(self.corpus.dictionary), self.cfg.model).to(self.device)
+        return self.create_model(create, VocabSpec(len(self.corpus.dictionary)), self.cfg.model).to(self.device)
 
     @property
     def dictionary(self) -> Dictionary:
