@@ -12,7 +12,7 @@ from sweeplab.tasks import resolve
 def test_registry_rejects_duplicates_and_lists_accepted_names():
     reg: Registry = Registry("widget")
     reg.register("a")(object)
-    with pytest.raises(ValueError, match="duplicate widget name 'a'"):
+    with pytest.raises(UserError, match="widget name 'a' is registered twice: by sweeplab and by sweeplab"):
         reg.register("a")(object)
     with pytest.raises(UserError, match="unknown widget 'b'; accepted: a"):
         reg.get("b")
