@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sweeplab.config import json_safe
+from sweeplab.config import MAX_SEED, json_safe
 from sweeplab.errors import UserError, no_space_message
 from sweeplab.terminal import printable
 
@@ -158,11 +158,9 @@ def run(ctx: typer.Context,
     db = open_store(store, use_artifacts(artifacts, write=not dry_run))
     speaks = distributed.current().is_main  # under torchrun every rank runs this command; rank 0 speaks for them
     result = execute(cfg, db, RunOptions(name=name, dry_run=dry_run, quiet=not speaks, wait=wait))
-    if not speaks:
-        pass
-    elif as_json:
+    if speaks and as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
-    else:
+    elif speaks:
         print_result(result)
     if result.status in EXIT_CODES:
         raise typer.Exit(EXIT_CODES[result.status])
@@ -307,7 +305,7 @@ def csv_cell(value: Any) -> Any:
 def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typer.Option(100, min=1),
              temperature: float = typer.Option(1.0, help="higher: more diverse"),
              top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k likeliest words, 0 = all"),
-             seed: int = typer.Option(1111, min=0, max=2**32 - 1, help="0 to 2**32 - 1, as a run's seed"),
+             seed: int = typer.Option(1111, min=0, max=MAX_SEED, help="0 to 2**32 - 1, as a run's seed"),
              prompt: str = typer.Option("", help="text to continue"),
              store: str | None = STORE, artifacts: str | None = ARTIFACTS,
              plugin: list[str] | None = PLUGINS) -> None:

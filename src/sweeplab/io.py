@@ -72,9 +72,7 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], Any], before_replace: 
         for folder in created:  # deepest first: only the ones this write made, and only if still empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
-        raise
+        _raise_naming(exc, path)
     _fsync_folder(path.parent)
 
 
@@ -88,13 +86,15 @@ def make_folders(folder: Path) -> list[Path]:
         try:
             made.mkdir(exist_ok=True)
         except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise OSError(exc.errno, os.strerror(exc.errno), str(made)) from None
-            raise
+            _raise_naming(exc, made)
     return missing
 
 
-
+def _raise_naming(exc: BaseException, path: Path) -> None:
+    """Re-raise `exc`; a full disk or quota as an OSError that names `path` (a write on an open file names none)."""
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+    raise exc
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -34,6 +34,7 @@ class Plugin:
     name: str  # the module's name, or the file's stem
     path: str  # the file, or the package's folder
     sha256: str  # of its source
+    ref: str  # what loads it again, in this process or another: the file's absolute path, or the module's name
 
     def describe(self) -> str:
         return f"plugin {self.name} ({self.path})"
@@ -55,8 +56,7 @@ def use(refs: list[str], base: Path | None = None) -> list[Plugin]:
     """Load `refs` and pass them on, through $SWEEPLAB_PLUGINS, to every process this one starts."""
     plugins = [load(ref, base) for ref in refs]
     given = [p for p in os.environ.get(ENV, "").split(os.pathsep) if p]
-    wanted = [str(_as_file(r, base) or r) for r in refs]
-    os.environ[ENV] = os.pathsep.join(dict.fromkeys([*given, *wanted]))
+    os.environ[ENV] = os.pathsep.join(dict.fromkeys([*given, *(p.ref for p in plugins)]))
     return plugins
 
 
@@ -86,7 +86,7 @@ def _as_file(ref: str, base: Path | None) -> Path | None:
 
 def _import_file(path: Path) -> Plugin:
     source = path.read_bytes()
-    plugin = Plugin(path.stem, str(path), hashlib.sha256(source).hexdigest())
+    plugin = Plugin(path.stem, str(path), hashlib.sha256(source).hexdigest(), str(path))
     spec = importlib.util.spec_from_file_location(f"sweeplab_plugin_{path.stem}_{plugin.sha256[:8]}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
@@ -109,7 +109,7 @@ def _import_module(name: str) -> Plugin:
     digest = hashlib.sha256()
     for file in files:
         digest.update(str(file.relative_to(folder or origin.parent)).encode() + b"\0" + file.read_bytes())
-    plugin = Plugin(name, str(folder or origin), digest.hexdigest())
+    plugin = Plugin(name, str(folder or origin), digest.hexdigest(), name)
     with _loading(plugin):
         importlib.import_module(name)
     return plugin

@@ -178,7 +178,7 @@ class SyncBatchNorm(_BatchNorm):
             return super().forward(x)
         dims = [d for d in range(x.dim()) if d != 1]  # every dimension but the channels
         xf = x.float()
-        count = torch.tensor([x.numel() / max(x.size(1), 1)], device=x.device, dtype=torch.float32)
+        count = xf.new_full((1,), x.numel() / max(x.size(1), 1))  # a fill on the device: no host-to-device copy
         totals = dist_fn.all_reduce(torch.cat([xf.sum(dims), count]))  # (C + 1,): sums, then the item count
         n = totals[-1]
         mean = totals[:-1] / n

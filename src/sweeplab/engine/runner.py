@@ -1,7 +1,6 @@
 """One run, start to end: resolve -> build -> store row -> train -> summary. Used by `run` and `sweep`."""
 from __future__ import annotations
 
-import math
 import os
 import platform
 import random
@@ -46,13 +45,9 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON has no NaN or infinity: a diverged run's non-finite values become null."""
-        return {"run_id": self.run_id, "status": self.status, "task": self.task, "config": json_safe(self.config),
-                "params": self.params, "metrics": {k: _finite(v) for k, v in self.metrics.items()},
-                "ms_per_batch": _finite(self.ms_per_batch), "device": self.device, "store": self.store}
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+        return json_safe({"run_id": self.run_id, "status": self.status, "task": self.task, "config": self.config,
+                          "params": self.params, "metrics": self.metrics, "ms_per_batch": self.ms_per_batch,
+                          "device": self.device, "store": self.store})
 
 
 @dataclass

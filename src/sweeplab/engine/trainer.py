@@ -276,10 +276,10 @@ class Trainer:
                 return epoch
             except DamagedFile as exc:
                 then = "trying the previous one" if epoch != epochs[0] else "none left: training restarts from scratch"
+                self.dist.barrier()  # rank 0 renames it once every rank has read it
                 if self.dist.is_main:
                     kept = checkpoint.set_aside(checkpoint.epoch_path(self.run_dir, epoch))
                     then = f"set aside as {kept.name}; {then}"
-                self.dist.barrier()  # rank 0 renames it once the others have read it too
                 say(f"warning: {exc}; {then}", not self.dist.is_main)
         return 0
 

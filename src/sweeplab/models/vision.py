@@ -49,12 +49,16 @@ class ResNetConfig(VisionConfig):
 
 
 def create_image_model(name: str, spec: ImageSpec, cfg: VisionConfig) -> nn.Module:
-    """The model `name` for data of shape `spec`; model.num_classes, if set, must match the data."""
-    entry = MODELS.get(name, group="image", key="model")
-    if getattr(cfg, "num_classes", 0) and cfg.num_classes != spec.num_classes:  # a plugin model may not have it
+    """The model `name` for data of shape `spec` (outside a task: benchmarks, tests)."""
+    check_classes(spec, cfg)
+    return MODELS.get(name, group="image", key="model").obj(spec, cfg)
+
+
+def check_classes(spec: ImageSpec, cfg: VisionConfig) -> None:
+    """model.num_classes, if set, must match the data (a plugin model's config may not have it)."""
+    if getattr(cfg, "num_classes", 0) and cfg.num_classes != spec.num_classes:
         raise UserError(f"model.num_classes={cfg.num_classes} does not match the data, which has "
                         f"{spec.num_classes} classes; leave it at 0 to take the dataset's")
-    return entry.obj(spec, cfg)
 
 
 # ------------------------------------------------------------------------------------------- MLP

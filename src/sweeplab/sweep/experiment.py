@@ -333,7 +333,7 @@ def with_plugins(experiment: Experiment, base: Path | None) -> Experiment:
     import sweeplab.tasks  # noqa: F401 - the built-ins register first; what a plugin registers is then its own
 
     loaded = plugins.use(experiment.plugins, base)
-    return experiment.model_copy(update={"plugins": [p.path if p.path.endswith(".py") else p.name for p in loaded]})
+    return experiment.model_copy(update={"plugins": [p.ref for p in loaded]})
 
 
 def experiment_from_spec(spec: dict[str, Any], where: str = "stored sweep") -> Experiment:

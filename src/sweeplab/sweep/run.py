@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sweeplab.engine import distributed
 from sweeplab.errors import UserError
 from sweeplab.store import RunRow, Store, open_store
 from sweeplab.store.db import FINAL_STATUSES, redact
@@ -91,7 +92,7 @@ def run_sweep(path: str | Path, opts: SweepOptions, console: Console | None = No
 
 
 def _check_options(opts: SweepOptions) -> None:
-    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+    if distributed.current().active:
         raise UserError("WORLD_SIZE is set (torchrun?): a sweep starts its cells itself, one process group each; "
                         "run `sweeplab sweep` once, with train.nproc=N for DDP cells")
     if opts.executor not in EXECUTORS:

@@ -6,7 +6,7 @@ schedule, checkpoints and the store.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +17,7 @@ from torch import nn
 from sweeplab.config import RunConfig, TrainConfig
 from sweeplab.engine.optim import create_optimizer
 from sweeplab.models.size import check_fits
+from sweeplab.registry import MODELS
 from sweeplab.store import Metric
 
 
@@ -80,11 +81,13 @@ class Task:
         """Prepare the data and return the model on `self.device`. Bad data raises UserError."""
         raise NotImplementedError
 
-    def create_model(self, create: Callable[..., nn.Module], *args: Any) -> nn.Module:
-        """`create(*args)`, once it is known to fit in memory to train: else one UserError, before a byte is
+    def create_model(self, spec: Any) -> nn.Module:
+        """The config's model (built-in or a plugin's: one factory shape, `create(spec, cfg)`) for data that
+        `spec` describes; once it is known to fit in memory to train, else one UserError before a byte is
         allocated (the count runs on the meta device: sweeplab.models.size)."""
-        check_fits(create, args, self.cfg, self.device)
-        return create(*args)
+        create = MODELS.get(self.cfg.model_name, group=self.cfg.task, key="model").obj
+        check_fits(create, (spec, self.cfg.model), self.cfg, self.device)
+        return create(spec, self.cfg.model)
 
     def create_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return create_optimizer(self.cfg.optim_name, self.cfg.optim, model.parameters())

@@ -75,7 +75,8 @@ class ImageTask(Task):
         self.normalize = Normalizer(self.data.mean, self.data.std, self.device, channels_last)
         c, h, w = self.data.shape
         spec = vision.ImageSpec(c, h, w, self.data.num_classes)
-        model = self.create_model(vision.create_image_model, self.cfg.model_name, spec, self.cfg.model).to(self.device)
+        vision.check_classes(spec, self.cfg.model)
+        model = self.create_model(spec).to(self.device)
         return model.to(memory_format=torch.channels_last) if channels_last else model
 
     # -- training ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sweeplab.engine.distributed import unwrap
 from sweeplab.errors import UserError
 from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
 from sweeplab.models.spec import VocabSpec
-from sweeplab.registry import MODELS, TASKS
+from sweeplab.registry import TASKS
 from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
 SAMPLE_WORDS = 100  # words generated at the end of every run, for the report
@@ -97,8 +97,7 @@ class LanguageModelTask(Task):
                 raise UserError(f"data: the {split} split has too few tokens for batch size {ids.size(1)} "
                                 f"(raise data.train_tokens/data.eval_tokens or lower the batch size)")
             self.splits[split] = ids.to(self.device)
-        create = MODELS.get(self.cfg.model_name, group="lm").obj
-        return self.create_model(create, VocabSpec(len(self.corpus.dictionary)), self.cfg.model).to(self.device)
+        return self.create_model(VocabSpec(len(self.corpus.dictionary))).to(self.device)
 
     @property
     def dictionary(self) -> Dictionary:

@@ -17,7 +17,7 @@ from sweeplab.config import TrainConfig
 from sweeplab.data.sequences import TEST_SEED, seeded_rng
 from sweeplab.models import sequence as _sequence_models  # noqa: F401 - registers the models
 from sweeplab.models.spec import VectorSpec
-from sweeplab.registry import DATASETS, MODELS
+from sweeplab.registry import DATASETS
 from sweeplab.store import Metric
 from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
@@ -72,8 +72,7 @@ class StepTask(Task):
         self.data = DATASETS.get(self.cfg.data_name, group=self.name).obj(self.cfg.data)
         self.epoch = 0  # the epoch being trained: seeds its evaluation batch
         self.test_set: list[Any] | None = None
-        create = MODELS.get(self.cfg.model_name, group=self.name).obj
-        return self.create_model(create, VectorSpec(self.data.input_dim, self.data.num_classes), self.cfg.model).to(self.device)
+        return self.create_model(VectorSpec(self.data.input_dim, self.data.num_classes)).to(self.device)
 
     # -- the step-based schedule -----------------------------------------------------------------
     def num_epochs(self) -> int:

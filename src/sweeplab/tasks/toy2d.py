@@ -23,7 +23,7 @@ from sweeplab.data.toy2d import Toy2D, Toy2DDataConfig, make_toy2d
 from sweeplab.errors import UserError
 from sweeplab.models.mlp_numpy import NumpyMLP, NumpySGD, clip_global_norm, softmax_cross_entropy
 from sweeplab.models.spec import VectorSpec
-from sweeplab.registry import MODELS, TASKS
+from sweeplab.registry import TASKS
 from sweeplab.store import Metric
 from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 
@@ -48,8 +48,7 @@ class Toy2DTask(Task):
     def build(self) -> nn.Module:
         assert isinstance(self.cfg.data, Toy2DDataConfig)
         self.data = make_toy2d(self.cfg.data_name, self.cfg.data, self.cfg.seed)
-        create = MODELS.get(self.cfg.model_name, group="toy2d", key="model").obj
-        model = self.create_model(create, VectorSpec(self.data.x_train.size(1), self.data.num_classes), self.cfg.model)
+        model = self.create_model(VectorSpec(self.data.x_train.size(1), self.data.num_classes))
         if isinstance(model, NumpyMLP):
             self.device = torch.device("cpu")  # NumPy computes on the host, whatever the device
         d = self.data
