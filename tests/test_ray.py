@@ -346,6 +346,25 @@ def test_a_plugin_reaches_every_node(cluster, pg, places):
     assert run.config["plugins"][0]["path"] == str(plugin)
 
 
+@needs_postgres
+def test_a_training_function_runs_on_the_nodes(cluster, pg, places):
+    """`task: FILE.py:FUNCTION`: the function reaches the nodes ($SWEEPLAB_FUNCTIONS in the tasks' runtime
+    environment), runs there, and its metrics reach the store."""
+    driver, shared, _ = places
+    loop = Path(__file__).resolve().parent.parent / "examples" / "mnist_loop.py"
+    spec = {"name": "ownloop", "task": f"{loop}:train", "base": {"epochs": 1, "train_size": 256, "test_size": 128},
+            "axes": {"lr": [0.01]}, "columns": [{"title": "Test acc", "metric": "test/acc"}]}
+    path = driver / "loop.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = subprocess.run([*CLI, "sweep", str(path), "--executor", "ray", "--address", cluster.address,
+                             "--store", plain(pg), "--artifacts", str(shared)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = open_store(pg).list_runs(sweep="ownloop")
+    assert run.status == "finished" and run.env["pid"] != os.getpid() and run.task == "mnist_loop:train"
+    assert 0 <= open_store(pg).summary(run.id)["test/acc"] <= 1
+
+
 def test_device_auto_resolves_to_what_the_cluster_has():
     assert resolve("toy2d", {"device": "auto"}, auto_device="cuda").device == "cuda"
     assert resolve("toy2d", {"device": "auto"}, auto_device="cpu").device == "cpu"

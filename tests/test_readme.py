@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from sweeplab.cli import app
 
 SMALLER = {"lm": ["data.train_tokens=3000", "data.eval_tokens=700"], "image": ["data.train_limit=64", "data.test_limit=64"],
-           "palindrome": ["train.max_steps=20"], "addition": ["train.max_steps=20"], "toy2d": []}
+           "palindrome": ["train.max_steps=20"], "addition": ["train.max_steps=20"], "toy2d": [],
+           "examples/mnist_loop.py:train": ["train_size=256", "test_size=128", "epochs=1"]}
 WLM_LOG = """| epoch   1 |   200/ 2983 batches | lr 20.00 | ms/batch 45.67 | loss  6.98 | ppl  1078.32
 | end of epoch   1 | time: 95.42s | valid loss  5.54 | valid ppl   254.86
 | End of training | test loss  4.97 | test ppl   144.54

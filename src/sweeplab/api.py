@@ -13,7 +13,11 @@
 
 A model factory takes what its task's data says about the input and output, its spec (`image`: ImageSpec;
 `lm`: VocabSpec; `toy2d`, `palindrome`, `addition`: VectorSpec), and the model's validated config, as sweeplab's
-own models do. Load the file with `--plugin my_models.py`, `plugins: [my_models.py]` in an experiment
+own models do. A training function of your own needs nothing from here but, for its annotation, `Run`:
+
+    def train(config: MyConfig, run: Run) -> None: ...   # sweeplab run train.py:train lr=0.01
+
+Load the file with `--plugin my_models.py`, `plugins: [my_models.py]` in an experiment
 file, `$SWEEPLAB_PLUGINS`, or an installed package's entry point in group `sweeplab.plugins`.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sweeplab.models.spec import VectorSpec, VocabSpec
 from sweeplab.models.vision import ImageSpec
 from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
 from sweeplab.tasks.base import Part, StepOutput, Task
+from sweeplab.tasks.function import Run
 
 
 def register_model(name: str, *, task: str, config: type[ModelConfig] | None = None) -> Callable[[Any], Any]:
@@ -48,6 +53,6 @@ def register_optimizer(name: str) -> Callable[[Any], Any]:
     return OPTIMIZERS.register(name)
 
 
-__all__ = ["DataConfig", "ImageSpec", "ModelConfig", "OptimConfig", "Part", "RunConfig", "StepOutput", "Task",
+__all__ = ["DataConfig", "ImageSpec", "ModelConfig", "OptimConfig", "Part", "Run", "RunConfig", "StepOutput", "Task",
            "TrainConfig", "VectorSpec", "VocabSpec", "register_dataset", "register_model", "register_optimizer",
            "register_task"]

@@ -122,7 +122,8 @@ def use_artifacts(uri: str | None, *, write: bool = False) -> str | None:
 # ---------------------------------------------------------------------------------------------- run
 @app.command(context_settings={"allow_extra_args": False}, add_help_option=False)
 def run(ctx: typer.Context,
-        task: str | None = typer.Argument(None, help="task: lm, image, toy2d, palindrome, addition"),
+        task: str | None = typer.Argument(None, help="task: lm, image, toy2d, palindrome, addition, or your own "
+                                          "training function, FILE.py:FUNCTION or module:function"),
         overrides: list[str] | None = typer.Argument(None, help="KEY=VALUE overrides, e.g. model.nlayers=2"),
         as_json: bool = typer.Option(False, "--json", help="last line of stdout: the run as one JSON object"),
         dry_run: bool = typer.Option(False, "--dry-run", help="build data and model, train nothing"),
@@ -142,6 +143,10 @@ def run(ctx: typer.Context,
     from sweeplab.store import open_store
     from sweeplab.tasks import resolve
 
+    if task:
+        from sweeplab import plugins
+
+        task = plugins.use_task(task, Path.cwd())[0]
     if show_help or task is None:
         if task:
             print_task_help(task)
@@ -180,9 +185,22 @@ def print_task_help(task_name: str) -> None:
     import sweeplab.tasks  # noqa: F401
     from sweeplab.config import OptimConfig, describe
     from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS
+    from sweeplab.tasks.function import FunctionTask
 
     task = TASKS.get(task_name, key="task").obj
-    out.print(f"[bold]sweeplab run {task_name}[/] [KEY=VALUE ...] — {task.__doc__.strip().splitlines()[0]}")
+    out.print(f"[bold]sweeplab run {escape(task_name)}[/] [KEY=VALUE ...] — {escape(task.__doc__.strip().splitlines()[0])}")
+    if issubclass(task, FunctionTask):
+        table = Table("key", "default", "meaning", title=f"keys of {escape(task_name)}")
+        table.add_row("seed", "1111", "random seed (run.seed)")
+        table.add_row("device", "'auto'", "auto, cpu, cuda (run.device)")
+        fields = task.params_model.model_fields if task.params_model else {}
+        for key, info in fields.items():
+            if key not in ("seed", "device"):
+                table.add_row(key, "(required)" if info.is_required() else repr(info.default), info.description or "")
+        if not fields:
+            out.print("its config is a dict: any KEY=VALUE is passed on as given")
+        out.print(table)
+        return
     for kind, registry, group in (("models", MODELS, task_name), ("datasets", DATASETS, task_name),
                                   ("optimizers", OPTIMIZERS, "")):
         out.print(f"{kind}: " + ", ".join(registry.names(group)))

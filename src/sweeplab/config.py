@@ -94,23 +94,31 @@ class RunConfig:
     train: TrainConfig
     # The users' plugins its components come from: (name, path, sha256 of the source), for the run key and row.
     plugins: tuple[tuple[str, str, str], ...] = ()
+    # A function trainable's keys (sweeplab.tasks.function), validated, as JSON values; None for every other task,
+    # whose settings are the sections (a function run's sections stay at their defaults and are not stored).
+    params: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {
-            "task": self.task,
-            "seed": self.seed,
-            "device": self.device,
-            "data": {"name": self.data_name, **self.data.model_dump()},
-            "model": {"name": self.model_name, **self.model.model_dump()},
-            "optim": {"name": self.optim_name, **self.optim.model_dump()},
-            "train": self.train.model_dump(),
-        }
+        if self.params is not None:
+            d: dict[str, Any] = {"task": self.task, "seed": self.seed, "device": self.device, "params": dict(self.params)}
+        else:
+            d = {
+                "task": self.task,
+                "seed": self.seed,
+                "device": self.device,
+                "data": {"name": self.data_name, **self.data.model_dump()},
+                "model": {"name": self.model_name, **self.model.model_dump()},
+                "optim": {"name": self.optim_name, **self.optim.model_dump()},
+                "train": self.train.model_dump(),
+            }
         if self.plugins:
             d["plugins"] = [{"name": n, "path": p, "sha256": h} for n, p, h in self.plugins]
         return d
 
     def sections(self) -> list[tuple[str, str | None, Section]]:
-        """(group, component name, settings) of each config group."""
+        """(group, component name, settings) of each config group (none for a function trainable)."""
+        if self.params is not None:
+            return []
         return [("data", self.data_name, self.data), ("model", self.model_name, self.model),
                 ("optim", self.optim_name, self.optim), ("train", None, self.train)]
 
@@ -119,6 +127,8 @@ class RunConfig:
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config (`RunConfig.to_dict()`) as one layer of dotted keys, as `resolve` reads them."""
     flat: dict[str, Any] = {"seed": config["seed"], "device": config["device"]}
+    if "params" in config:  # a function trainable's keys are its own, undotted
+        return {**flat, **config["params"]}
     for group in GROUPS:
         for key, value in config[group].items():
             flat[group if key == "name" else f"{group}.{key}"] = value
@@ -133,6 +143,8 @@ def key_fields(cfg: RunConfig) -> dict[str, Any]:
     flat: dict[str, Any] = {"task": cfg.task, "seed": cfg.seed, "device": cfg.device.split(":")[0]}
     if cfg.plugins:  # the source, not where it lies: the same file on another machine is the same run
         flat["plugins"] = sorted(f"{name}:{sha256}" for name, _, sha256 in cfg.plugins)
+    if cfg.params is not None:
+        flat.update({f"params.{k}": v for k, v in cfg.params.items()})
     for group, name, section in cfg.sections():
         if name is not None:
             flat[group] = name

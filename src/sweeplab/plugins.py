@@ -1,6 +1,9 @@
 """Users' own code: a Python file or an importable module that registers models, datasets, tasks and optimizers
 with the decorators of `sweeplab.api`, as sweeplab's own components do.
 
+A function trainable is a plugin too: `FILE.py:FUNCTION` or `module:function` loads the file or module and
+registers the function as a task (sweeplab.tasks.function), named `STEM:FUNCTION` (`module:function`).
+
 Where plugins come from: `--plugin PATH_OR_MODULE` (every command that builds tasks or reads their runs),
 `plugins:` in an experiment file (paths relative to the file), `$SWEEPLAB_PLUGINS` (separated by
 `os.pathsep`; what the processes a command starts inherit: sweep workers, DDP ranks) and installed packages'
@@ -14,18 +17,20 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweeplab import registry
 from sweeplab.errors import UserError
 
 ENV = "SWEEPLAB_PLUGINS"
+FUNCTIONS_ENV = "SWEEPLAB_FUNCTIONS"
 ENTRY_POINTS = "sweeplab.plugins"
 
 
@@ -35,37 +40,97 @@ class Plugin:
     path: str  # the file, or the package's folder
     sha256: str  # of its source
     ref: str  # what loads it again, in this process or another: the file's absolute path, or the module's name
+    task: str | None = None  # a function trainable's task name (`STEM:FUNCTION`), None for a plugin of components
 
     def describe(self) -> str:
         return f"plugin {self.name} ({self.path})"
 
 
-_LOADED: dict[str, Plugin] = {}  # by reference: a resolved file path or a module name
+_LOADED: dict[str, Plugin] = {}  # by reference: a resolved file path or a module name (`:FUNCTION` added)
+_module_names: dict[str, str] = {}  # by the same reference: the name it was imported as
 
 
 def load(ref: str, base: Path | None = None) -> Plugin:
-    """Import the plugin `ref` (a .py file, relative to `base` if given, or a module name) once."""
-    path = _as_file(ref, base)
-    key = str(path) if path else ref
+    """Import the plugin `ref` (a .py file, relative to `base` if given, or a module name) once; with a
+    `:FUNCTION` suffix, also register that function of it as a task (its `task` is then that task's name)."""
+    source, function = split_function(ref)
+    path = _as_file(source, base)
+    key = str(path) if path else source
     if key not in _LOADED:
-        _LOADED[key] = _import_file(path) if path else _import_module(ref)
-    return _LOADED[key]
+        _LOADED[key] = _import_file(path) if path else _import_module(source)
+    plugin = _LOADED[key]
+    if function is None:
+        return plugin
+    full = f"{key}:{function}"
+    if full not in _LOADED:
+        from sweeplab.tasks.function import register_function  # the tasks sit above this leaf
+
+        named = replace(plugin, ref=f"{plugin.ref}:{function}")
+        with _loading(named):
+            named = replace(named, task=register_function(named, sys.modules[_module_names[key]], function))
+        _LOADED[full] = named
+    return _LOADED[full]
+
+
+def split_function(ref: str) -> tuple[str, str | None]:
+    """`train.py:main` -> (`train.py`, `main`); a reference without a `:IDENTIFIER` suffix names no function."""
+    source, sep, function = ref.rpartition(":")
+    if sep and source and function.isidentifier():
+        return source, function
+    return ref, None
+
+
+def use_task(task: str, base: Path | None = None) -> tuple[str, Plugin | None]:
+    """The task `task` names (the built-ins loaded first): a registered task as it is; else a training function,
+    `FILE.py:FUNCTION` (relative to `base`) or `module:function`, loaded and passed on as `use` does, its
+    name `STEM:FUNCTION`, with its plugin."""
+    import sweeplab.tasks  # noqa: F401 - the tasks sit above this leaf
+
+    if task in registry.TASKS or split_function(task)[1] is None:
+        return task, None
+    plugin = use([task], base)[0]
+    return plugin.task, plugin
 
 
 def use(refs: list[str], base: Path | None = None) -> list[Plugin]:
-    """Load `refs` and pass them on, through $SWEEPLAB_PLUGINS, to every process this one starts."""
+    """Load `refs` and pass them on, through $SWEEPLAB_PLUGINS (training functions: $SWEEPLAB_FUNCTIONS), to
+    every process this one starts."""
     plugins = [load(ref, base) for ref in refs]
-    given = [p for p in os.environ.get(ENV, "").split(os.pathsep) if p]
-    os.environ[ENV] = os.pathsep.join(dict.fromkeys([*given, *(p.ref for p in plugins)]))
+    for plugin in plugins:
+        if plugin.task is None:
+            given = [p for p in os.environ.get(ENV, "").split(os.pathsep) if p]
+            os.environ[ENV] = os.pathsep.join(dict.fromkeys([*given, plugin.ref]))
+        else:
+            os.environ[FUNCTIONS_ENV] = json.dumps(list(dict.fromkeys([*_functions(), plugin.ref])))
     return plugins
 
 
+def environment() -> dict[str, str]:
+    """The variables that pass this process's plugins on (to a Ray task's runtime environment)."""
+    return {name: os.environ[name] for name in (ENV, FUNCTIONS_ENV) if os.environ.get(name)}
+
+
 def load_configured() -> None:
-    """The plugins this process is configured with: $SWEEPLAB_PLUGINS and installed entry points."""
+    """The plugins this process is configured with: $SWEEPLAB_PLUGINS, $SWEEPLAB_FUNCTIONS and installed entry
+    points."""
     for ref in (r for r in os.environ.get(ENV, "").split(os.pathsep) if r):
+        load(ref)
+    for ref in _functions():
         load(ref)
     for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
         load(entry.value.split(":")[0])
+
+
+def _functions() -> list[str]:
+    """$SWEEPLAB_FUNCTIONS: a JSON list (a function's reference holds a colon, the path separator)."""
+    text = os.environ.get(FUNCTIONS_ENV, "")
+    try:
+        refs = json.loads(text) if text else []
+    except json.JSONDecodeError:
+        refs = None
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise UserError(f"${FUNCTIONS_ENV}: {text[:80]!r} is not accepted; accepted: a JSON list of FILE.py:FUNCTION")
+    return refs
 
 
 def loaded() -> list[Plugin]:
@@ -90,6 +155,7 @@ def _import_file(path: Path) -> Plugin:
     spec = importlib.util.spec_from_file_location(f"sweeplab_plugin_{path.stem}_{plugin.sha256[:8]}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    _module_names[str(path)] = spec.name
     with _loading(plugin):
         spec.loader.exec_module(module)
     return plugin
@@ -110,6 +176,7 @@ def _import_module(name: str) -> Plugin:
     for file in files:
         digest.update(str(file.relative_to(folder or origin.parent)).encode() + b"\0" + file.read_bytes())
     plugin = Plugin(name, str(folder or origin), digest.hexdigest(), name)
+    _module_names[name] = name
     with _loading(plugin):
         importlib.import_module(name)
     return plugin

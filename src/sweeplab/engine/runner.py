@@ -21,12 +21,14 @@ from sweeplab.engine import distributed
 from sweeplab.engine.device import device_name, get_device, keep_freed_memory
 from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import say
+from sweeplab.engine.trainable import train_function
 from sweeplab.engine.trainer import Trainer
 from sweeplab.engine.watchdog import Watchdog, stall_seconds
 from sweeplab.errors import Diverged, UserError
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
 from sweeplab.store.db import FINAL_STATUSES, LeaseLost, lease_seconds, new_owner, redact
+from sweeplab.tasks.function import FunctionTask
 
 
 @dataclass
@@ -76,7 +78,7 @@ def seed_everything(seed: int) -> None:
 
 
 def default_name(cfg: RunConfig) -> str:
-    return f"{cfg.task}-{cfg.model_name}-{run_key(cfg)[:6]}"
+    return "-".join(p for p in (cfg.task, cfg.model_name, run_key(cfg)[:6]) if p)
 
 
 def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> RunResult:
@@ -118,7 +120,8 @@ def _execute_here(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.
         keep_freed_memory()
     seed_everything(cfg.seed)  # the same on every rank: same weights (DDP checks), same data order, resumable
     task = TASKS.get(cfg.task, key="task").obj(cfg, device)
-    model = task.build()
+    function = isinstance(task, FunctionTask)  # the user's own loop: it builds its model itself
+    model = None if function else task.build()
     device = task.device  # where it really trains (mlp_numpy computes on the host whatever was asked)
     params = task.count_params(model)
     result = RunResult(None, "dry-run", cfg.task, cfg.to_dict(), params, device=device_name(device),
@@ -134,6 +137,10 @@ def _execute_here(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.
     run_dir = store.run_dir(run_id)
     try:
         with Watchdog(stall_seconds(), lambda idle: _stalled(store, run_id, idle)) as watchdog:
+            if function:
+                result.run_id = run_id
+                result.status = train_function(task, store, run_id, quiet=opts.quiet, watchdog=watchdog)
+                return _finished(result, store)
             trainer = Trainer(task, model, store=store, run_id=run_id, run_dir=run_dir, quiet=opts.quiet, dist=dist,
                               watchdog=watchdog)
             resume_from(trainer, store, run_id)
@@ -144,7 +151,12 @@ def _execute_here(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             store.release(run_id, status=status, error=f"{type(exc).__name__}: {exc}", ended_at=time.time())
         raise
-    result.metrics = store.summary(run_id)
+    return _finished(result, store)
+
+
+def _finished(result: RunResult, store: Store) -> RunResult:
+    result.metrics = store.summary(result.run_id)
+    result.params = int(result.metrics.get("params", result.params))  # a training function's, if it said
     result.ms_per_batch = result.metrics.get("train/ms_per_batch")
     return result
 

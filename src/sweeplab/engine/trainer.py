@@ -234,7 +234,7 @@ class Trainer:
         if split == "train":
             self.recorder.log(step=self.state.step, epoch=epoch, split="train", values=metrics)
         name = bad[0]
-        raise Diverged(f"{_SPLIT_WORDS.get(split, split)} {name} became {metrics[name]} ({split}/{name}) "
+        raise Diverged(f"{SPLIT_WORDS.get(split, split)} {name} became {metrics[name]} ({split}/{name}) "
                        f"at step {self.state.step} (epoch {epoch})")
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ class Trainer:
             checkpoint.prune(self.run_dir, keep[self.cfg.keep_checkpoints])
 
 
-_SPLIT_WORDS = {"train": "training", "valid": "validation"}  # for Diverged messages
+SPLIT_WORDS = {"train": "training", "valid": "validation"}  # for Diverged messages
 
 
 def _accumulate(sums: dict[str, Any], out: StepOutput) -> None:

@@ -55,6 +55,9 @@ def describe_setup(cells: list[CellData]) -> Setup:
 def _describe_run(cell: CellData, run: RunData, setup: Setup, described: set[str]) -> None:
     params = run.summary.get("params")
     recorded = f"{params:,.0f}" if params is not None else "not recorded"
+    if "params" in run.row.config:  # a training function builds its own data and model: nothing to rebuild
+        setup.models.append(ModelFacts(cell.label, f"built by the training function {run.row.task}", recorded))
+        return
     try:
         task, model = rebuild(run)
     except Exception as exc:  # noqa: BLE001 - descriptive only: a missing dataset must not stop the report

@@ -325,10 +325,12 @@ class Store:
             return [Metric(r.step, r.epoch, r.split, r.name, math.nan if r.value is None else r.value)
                     for r in conn.execute(query)]
 
-    def delete_metrics_after(self, run_id: str, epoch: int, final_splits: Iterable[str] = ()) -> None:
-        """Drop rows of epochs that did not complete, and those of the end-of-training splits (written again
-        at the end), so a resumed run neither loses nor repeats any."""
-        stale = sa.or_(metrics.c.epoch > epoch, metrics.c.split.in_(list(final_splits)))
+    def delete_metrics_after(self, run_id: str, epoch: int, final_splits: Iterable[str] = (),
+                             step: int | None = None) -> None:
+        """Drop rows of epochs that did not complete (and, given `step`, of later steps), and those of the
+        end-of-training splits (written again at the end), so a resumed run neither loses nor repeats any."""
+        stale = sa.or_(metrics.c.epoch > epoch, metrics.c.split.in_(list(final_splits)),
+                       *([metrics.c.step > step] if step is not None else []))
         self._write(run_id, lambda conn: conn.execute(metrics.delete().where(metrics.c.run_id == run_id, stale)))
 
     def set_summary(self, run_id: str, values: dict[str, float]) -> None:

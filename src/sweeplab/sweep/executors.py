@@ -22,8 +22,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from sweeplab import plugins
 from sweeplab.errors import UserError
-from sweeplab.plugins import ENV as PLUGINS_ENV
 from sweeplab.store import Store, open_store
 from sweeplab.store.artifacts import Artifacts
 from sweeplab.sweep.board import Board
@@ -401,7 +401,7 @@ def ray_cell(index: int, job_blob: bytes, store_url: str, artifacts: str, thread
     except (UserError, ImportError, AttributeError) as exc:
         return failed(error=f"node {platform.node()} cannot load the cell's plugins as the driver has them "
                             f"({_first_line(exc)}); every node needs the same files at the same paths "
-                            f"(${PLUGINS_ENV}={os.environ.get(PLUGINS_ENV, '')})")
+                            f"({plugins.environment()})")
     torch.set_num_threads(threads)
     try:
         store = open_store(worker_store_url(store_url), artifacts)
@@ -447,11 +447,11 @@ def _submit(jobs: list[Job], store: Store, threads: int) -> dict[Any, Job]:
     plain_url = url_without_password(store.url)
     gpus = [_gpus(job, cluster_gpus) for job in jobs]  # every cell checked before the first is submitted
     futures = {}
-    plugins = {"runtime_env": {"env_vars": {**_runtime_env().get("env_vars", {}), PLUGINS_ENV: os.environ[PLUGINS_ENV]}}} \
-        if os.environ.get(PLUGINS_ENV) else {}
+    passed = plugins.environment()
+    plugins_env = {"runtime_env": {"env_vars": {**_runtime_env().get("env_vars", {}), **passed}}} if passed else {}
     for job, num_gpus in zip(jobs, gpus, strict=True):
         options = dict(num_cpus=threads, num_gpus=num_gpus, max_retries=RAY_RETRIES, retry_exceptions=False,
-                       name=f"sweeplab {job.name}", **plugins)
+                       name=f"sweeplab {job.name}", **plugins_env)
         futures[task.options(**options).remote(job.index, pickle.dumps(job), plain_url, store.artifacts.root,
                                                threads)] = job
     return futures

@@ -156,7 +156,8 @@ class Question(Spec):
 class Experiment(Spec):
     name: str = Field(description="sweep name: runs are stored with runs.sweep = name")
     title: str = Field("", description="table caption")
-    task: str = Field(description="the task every run trains")
+    task: str = Field(description="the task every run trains: a built-in, or your own training function, "
+                                   "FILE.py:FUNCTION (relative to this file) or module:function")
     base: Layer = Field({}, description="overrides for every run")
     variants: dict[str, Layer] = Field({}, description="named rows, in table order")
     axes: dict[str, list[Scalar]] = Field({}, description="a grid: the cross product of these values")
@@ -328,12 +329,14 @@ def load_experiment(path: str | Path, max_cells: int | None = None, max_seeds: i
 def with_plugins(experiment: Experiment, base: Path | None) -> Experiment:
     """Load the experiment's plugins (paths relative to its file) before any name is looked up, and keep them
     as absolute paths: a stored sweep, a worker and a report elsewhere in the tree find the same files."""
-    if not experiment.plugins:
-        return experiment
     import sweeplab.tasks  # noqa: F401 - the built-ins register first; what a plugin registers is then its own
 
     loaded = plugins.use(experiment.plugins, base)
-    return experiment.model_copy(update={"plugins": [p.ref for p in loaded]})
+    task, function = plugins.use_task(experiment.task, base)  # `train.py:main`: the function's task, by its name
+    if not loaded and function is None:
+        return experiment
+    refs = [p.ref for p in loaded] + ([function.ref] if function else [])
+    return experiment.model_copy(update={"plugins": refs, "task": task})
 
 
 def experiment_from_spec(spec: dict[str, Any], where: str = "stored sweep") -> Experiment:

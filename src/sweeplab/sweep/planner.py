@@ -29,6 +29,7 @@ from typing import Any
 from sweeplab.config import flatten
 from sweeplab.errors import UserError
 from sweeplab.sweep.expand import Cell
+from sweeplab.tasks.function import LENGTH_KEY
 
 WORKER_START_S = 3.0  # a spawned worker imports torch and the tasks before its first cell (measured: 2-3 s here)
 # Optimizer steps are timed (after one warm-up step) until they took CALIBRATION_STEP_TIME_S, at least
@@ -105,6 +106,8 @@ def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
 
     cfg = cell.cfg
     device = get_device(cfg.device)
+    if cfg.params is not None:
+        return _calibrate_function(cell, device)
     with tempfile.TemporaryDirectory(prefix="sweeplab-calibration-") as tmp:
         store = open_store(f"sqlite:///{tmp}/calibration.sqlite")
         run_dir = Path(tmp) / "run"
@@ -127,6 +130,36 @@ def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
         return Calibration(setup_s, step_s, eval_s, checkpoint_s, final_s, task.batches_per_epoch(),
                            task.eval_interval(), log_s, len(task.eval_splits), len(task.final_splits),
                            cfg.train.log_every)
+
+
+def _calibrate_function(cell: Cell, device: Any) -> Calibration:
+    """A training function's cost: one epoch (its config's `epochs` field set to 1), timed whole in a throwaway
+    store; every epoch of the cell is then counted at that cost (its set-up included: an overestimate)."""
+    from dataclasses import replace
+
+    from sweeplab.engine.runner import seed_everything
+    from sweeplab.engine.trainable import train_function
+    from sweeplab.engine.watchdog import Watchdog
+    from sweeplab.registry import TASKS
+    from sweeplab.store import open_store
+
+    task_cls = TASKS.get(cell.cfg.task, key="task").obj
+    length = task_cls.length_key()
+    if length is None:
+        raise UserError(f"{cell.cfg.task} has no `epochs: int` field in its config: --budget cannot shorten it "
+                        "(leave --budget out, or give the function's config an `epochs` field)")
+    cfg = replace(cell.cfg, params={**cell.cfg.params, length: 1})
+    with tempfile.TemporaryDirectory(prefix="sweeplab-calibration-") as tmp:
+        store = open_store(f"sqlite:///{tmp}/calibration.sqlite")
+        run_id = store.create_run(key="calibration", name="calibration", task=cfg.task, config={}, env={})
+        seed_everything(cfg.seed)
+        start = time.perf_counter()
+        status = train_function(task_cls(cfg, device), store, run_id, quiet=True, watchdog=Watchdog.off())
+        epoch_s = time.perf_counter() - start
+        if status != "finished":
+            raise UserError(f"its one-epoch calibration ended {status}: {store.get_run(run_id).error}")
+    return Calibration(setup_s=0.0, step_s=epoch_s, eval_s=0.0, checkpoint_s=0.0, final_s=0.0, batches_per_epoch=1,
+                       eval_interval=1, final_logs=0)
 
 
 def _time_evaluation(task: Any, model: Any, splits: tuple[str, ...], rate: list[float]) -> float:
@@ -275,6 +308,8 @@ class Plan:
             cp = by_ident[cell.ident]
             if cp.reduced:
                 key = "train.epochs" if cp.unit == "epochs" else "train.max_steps"
+                if cell.cfg.params is not None:  # a training function's own field
+                    key = LENGTH_KEY
                 cell = cell.reduced({key: cp.chosen}, self.note(cp), where)
             out.append(cell)
         return out
@@ -290,6 +325,8 @@ class Plan:
 
 def unit_of(cell: Cell, calibration: Calibration) -> tuple[str, int]:
     """What the planner shortens: max_steps where it bounds the run, else epochs; a one-epoch run by steps."""
+    if cell.cfg.params is not None:  # a training function: its `epochs` (calibrated one at a time)
+        return "epochs", cell.cfg.params[LENGTH_KEY]
     train = cell.cfg.train
     epochs = _num_epochs(cell)
     if train.max_steps and train.max_steps <= epochs * calibration.batches_per_epoch:

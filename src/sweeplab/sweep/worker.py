@@ -14,6 +14,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from sweeplab import plugins
 from sweeplab.config import RunConfig, run_key
 from sweeplab.errors import UserError, no_space_message
 from sweeplab.store import Store, open_store
@@ -52,6 +53,7 @@ def run_job(job: Job, store: Store) -> Outcome:
                       quiet=True, wait=job.wait)
     ended = functools.partial(Outcome, job.index, pid=os.getpid())
     try:
+        check_plugins(job.cfg)
         result = execute(job.cfg, store, opts)
         return ended(result.status, result.run_id, None, time.perf_counter() - start)
     except (RunHeld, LeaseLost) as exc:  # another process trains it: its run, not this cell's failure
@@ -67,6 +69,17 @@ def run_job(job: Job, store: Store) -> Outcome:
         error = f"{type(exc).__name__}: {exc}"
         run_id = record_failure(store, job, error, traceback.format_exc())
         return ended("failed", run_id, error, time.perf_counter() - start)
+
+
+def check_plugins(cfg: RunConfig) -> None:
+    """The users' code this process loaded is the code the cell's key was made with: a plugin edited while its
+    sweep runs (a worker started after the edit, a node with another copy) fails the cell in one line instead of
+    training the new code under the old key."""
+    here = {p.path: p.sha256 for p in plugins.loaded()}
+    for name, path, sha256 in cfg.plugins:
+        if here.get(path, sha256) != sha256:
+            raise UserError(f"plugin {name} ({path}) changed since the sweep started (sha256 {sha256[:12]}… then, "
+                            f"{here[path][:12]}… now); run the sweep again to train the new code")
 
 
 def record_failure(store: Store, job: Job, error: str, trace: str | None = None, *, user_error: bool = False) -> str:

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from sweeplab.config import GROUPS, MAX_SEED, TOP_LEVEL, DataConfig, ModelConfig, OptimConfig, RunConfig, Section
+from sweeplab.config import GROUPS, MAX_SEED, TOP_LEVEL, DataConfig, ModelConfig, OptimConfig, RunConfig, Section, TrainConfig
 from sweeplab.errors import UserError, brief
 from sweeplab.registry import DATASETS, MODELS, OPTIMIZERS, TASKS, Entry
+from sweeplab.tasks.function import RUN_KEYS, FunctionTask
 
 
 def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = None) -> RunConfig:
@@ -24,6 +25,8 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
     merged: dict[str, Any] = {"seed": 1111, "device": "auto", **task.defaults}
     for layer in layers:
         merged.update(layer)
+    if issubclass(task, FunctionTask):
+        return _resolve_function(task_entry, merged, auto_device)
     _check_keys(merged)
     names = {g: merged.get(g) for g in ("data", "model", "optim")}
     for group, name in names.items():
@@ -47,6 +50,20 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
     )
     task.check(cfg)
     return cfg
+
+
+def _resolve_function(entry: Entry, merged: dict[str, Any], auto_device: str | None) -> RunConfig:
+    """A function trainable's config: the run's seed and device, and the function's own keys."""
+    given = {k: v for k, v in merged.items() if k not in RUN_KEYS}
+    seed, device = _seed(merged["seed"]), _device(merged["device"], auto_device)
+    params = entry.obj.validate({**given, **{k: merged[k] for k in RUN_KEYS if k in _fields(entry.obj)}})
+    return RunConfig(task=entry.name, seed=seed, device=device, data_name="", model_name="", optim_name="",
+                     data=DataConfig(), model=ModelConfig(), optim=OptimConfig(), train=TrainConfig(),
+                     plugins=_plugins(entry), params=params)
+
+
+def _fields(task: type[FunctionTask]) -> dict[str, Any]:
+    return task.params_model.model_fields if task.params_model else {}
 
 
 def _plugins(*entries: Entry) -> tuple[tuple[str, str, str], ...]:
