@@ -17,9 +17,9 @@ import tempfile
 
 import torch
 
-from sweeplab.engine.bench import INTERVALS, steady_ms_per_batch
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.store import open_store
+from sweeplab.sweep.bench import INTERVALS, steady_ms_per_batch
 from sweeplab.tasks import resolve
 
 CONFIGS = {

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from sweeplab.data.images import CifarDataConfig, Normalizer, augmented_batches, load_images, plan_epoch
-from sweeplab.engine.device import autocast, device_name, get_device, synchronize
 from sweeplab.errors import UserError
+from sweeplab.models.device import autocast, device_name, get_device, synchronize
 from sweeplab.models.vision import ImageSpec, create_image_model
 from sweeplab.registry import MODELS
 

@@ -21,8 +21,8 @@ import time
 import torch
 from torch import nn
 
-from sweeplab.engine.device import get_device, keep_freed_memory, synchronize
 from sweeplab.engine.trainer import Trainer
+from sweeplab.models.device import get_device, keep_freed_memory, synchronize
 from sweeplab.registry import TASKS
 from sweeplab.store import open_store
 from sweeplab.tasks import resolve

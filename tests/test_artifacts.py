@@ -11,9 +11,8 @@ import pytest
 from tests.sweep_helpers import invoke, metric_ids
 from tests.test_checkpoints import interrupt_in_epoch
 
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 
 TOY = {"data": "moons", "model": "mlp", "data.n_samples": 200, "train.batch_size": 16}

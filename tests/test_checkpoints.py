@@ -13,10 +13,9 @@ from sweeplab import io
 from sweeplab.data import images
 from sweeplab.data.paths import cache_dir
 from sweeplab.data.text import load_corpus
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks.resolve import resolve
 
 TINY = {"data": "text", "model.emsize": 16, "model.nhid": 16, "model.nlayers": 1, "model.dropout": 0.0,

@@ -10,12 +10,11 @@ from typer.testing import CliRunner
 
 from sweeplab.cli import app
 from sweeplab.data.images import ImageDataConfig, load_images
-from sweeplab.engine import checkpoint
-from sweeplab.engine.compare import Comparison, Side, compare_predictions, parse_ref
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
 from sweeplab.models.vision import ImageSpec, MLPConfig, create_image_model
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
+from sweeplab.sweep.compare import Comparison, Side, compare_predictions, parse_ref
 from sweeplab.tasks import resolve
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ import pytest
 # from the heap; once freed it must stay at the top of the heap (mallinfo2's keepcost), not be trimmed.
 PROBE = """
 import ctypes
-from sweeplab.engine.device import keep_freed_memory
+from sweeplab.models.device import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

@@ -20,9 +20,8 @@ import torch
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 
 runner = CliRunner()

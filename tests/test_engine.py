@@ -8,11 +8,10 @@ import sqlalchemy as sa
 import torch
 
 from sweeplab.config import TrainConfig
-from sweeplab.engine import checkpoint
-from sweeplab.engine.optim import create_optimizer, list_optimizers
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.schedule import get_lr
-from sweeplab.store import Metric, open_store
+from sweeplab.models.optim import create_optimizer, list_optimizers
+from sweeplab.store import Metric, checkpoint, open_store
 from sweeplab.store.schema import MIGRATIONS
 from sweeplab.tasks import resolve
 

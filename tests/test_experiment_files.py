@@ -11,10 +11,10 @@ from tests.conftest import real_data
 from tests.sweep_helpers import invoke, write_experiment
 
 from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.experiment import load_experiment
 from sweeplab.models.spec import VectorSpec
 from sweeplab.store import open_store
 from sweeplab.sweep.expand import expand
-from sweeplab.sweep.experiment import load_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -187,7 +187,7 @@ def test_two_numbers_for_one_cell_from_one_source_are_refused(tmp_path, tiny_cor
 
 
 def test_stored_sweep_spec_keeps_the_references(tmp_path, tiny_corpus):
-    from sweeplab.sweep.experiment import experiment_from_spec
+    from sweeplab.experiment import experiment_from_spec
 
     refs = [{"row": "LSTM", "column": "Params", "value": 7.0, "source": "s"}]
     experiment = load_experiment(write_experiment(tmp_path, tiny_corpus, references=refs))

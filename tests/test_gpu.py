@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweeplab.engine.device import get_device
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
+from sweeplab.models.device import get_device
 from sweeplab.store import open_store
 from sweeplab.tasks import TASKS, resolve
 
@@ -36,7 +36,7 @@ def test_image_trains_on_the_gpu_channels_last_bf16(store_url):
 def test_a_run_checkpointed_on_the_gpu_resumes_on_the_gpu_and_on_the_cpu(resume_on, tiny_corpus, tmp_path):
     """The checkpoint loads onto the CPU (the generator states must stay there) and the state dicts are copied
     to the resuming device; the CUDA generators come back too, so a resume on the GPU repeats the run exactly."""
-    from sweeplab.engine import checkpoint
+    from sweeplab.store import checkpoint
 
     layer = {**LM, "data.path": str(tiny_corpus), "model.dropout": 0.3, "train.epochs": 3,
              "train.keep_checkpoints": "all"}

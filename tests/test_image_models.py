@@ -9,12 +9,11 @@ from typer.testing import CliRunner
 
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.cli import app
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
 from sweeplab.models.vision import ImageSpec, create_image_model
 from sweeplab.registry import DATASETS, MODELS
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 
 runner = CliRunner()

@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from sweeplab.config import run_key
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import MODELS, TASKS
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 from sweeplab.tasks.lm import SoftmaxCrossEntropy
 

@@ -13,11 +13,10 @@ from typer.testing import CliRunner
 
 from sweeplab.cli import app
 from sweeplab.data.sequences import PalindromeData, palindromes, seeded_rng
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import MODELS, TASKS
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 from sweeplab.tasks.steps import convergence_step
 

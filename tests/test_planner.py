@@ -10,10 +10,10 @@ from tests.sweep_helpers import invoke, write_experiment
 
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
+from sweeplab.experiment import load_experiment
 from sweeplab.store import open_store
 from sweeplab.sweep import planner
 from sweeplab.sweep.expand import expand
-from sweeplab.sweep.experiment import load_experiment
 from sweeplab.sweep.planner import Calibration, CellPlan, Plan, makespan, parse_budget, unit_of
 
 
@@ -229,7 +229,7 @@ def _counting_function(monkeypatch: pytest.MonkeyPatch, module, name: str) -> li
 def test_the_scaled_evaluation_is_close_to_a_whole_one(tmp_path, tiny_corpus, one_thread):
     """The estimate of a 32-window evaluation from 8 windows, against the whole evaluation timed here
     (best of three of each, on a shared machine; a wrong scale is off by 4x)."""
-    from sweeplab.engine.device import get_device
+    from sweeplab.models.device import get_device
     from sweeplab.registry import TASKS
 
     path = write_experiment(tmp_path, tiny_corpus, variants={"LSTM": {"train.bptt": 2, "model.nhid": 64,

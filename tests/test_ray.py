@@ -24,10 +24,10 @@ from tests.test_store_postgres import URL as PG_URL
 from tests.test_store_postgres import pg_url  # noqa: F401 - the fixture
 
 from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.experiment import load_experiment
 from sweeplab.store import open_store
 from sweeplab.sweep import executors
 from sweeplab.sweep.expand import expand
-from sweeplab.sweep.experiment import load_experiment
 from sweeplab.tasks import resolve
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")

@@ -70,7 +70,7 @@ def test_tasks_declare_their_capabilities_in_the_registry():
 def test_rmsprop_alpha_reaches_the_optimizer_and_keeps_stored_keys():
     import torch
 
-    from sweeplab.engine.optim import create_optimizer
+    from sweeplab.models.optim import create_optimizer
     from sweeplab.tasks import resolve
 
     cfg = resolve("palindrome", {"optim": "rmsprop", "optim.alpha": 0.9})

@@ -15,12 +15,11 @@ import sqlalchemy as sa
 import torch
 from tests.test_checkpoints import best_at_epoch_1, damage, interrupt_in_epoch, rows
 
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.engine.trainer import Trainer
 from sweeplab.engine.watchdog import Watchdog
 from sweeplab.io import DamagedFile, UnreadableFile
-from sweeplab.store import open_store
+from sweeplab.store import checkpoint, open_store
 from sweeplab.store.db import LeaseLost
 from sweeplab.store.schema import runs
 from sweeplab.tasks import resolve

@@ -13,8 +13,8 @@ import torch
 from tests.sweep_helpers import TINY_BASE, invoke, metric_ids, write_experiment
 
 from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.experiment import load_experiment
 from sweeplab.store import open_store
-from sweeplab.sweep.experiment import load_experiment
 from sweeplab.tasks import resolve
 
 REPO = Path(__file__).resolve().parents[1]

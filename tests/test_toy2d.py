@@ -12,13 +12,12 @@ from typer.testing import CliRunner
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.cli import app
 from sweeplab.data.toy2d import Toy2DDataConfig, make_toy2d
-from sweeplab.engine import checkpoint
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
 from sweeplab.models.mlp_numpy import NumpySGD, Toy2DMLPConfig, clip_global_norm, softmax_cross_entropy
 from sweeplab.models.spec import VectorSpec
 from sweeplab.registry import DATASETS, MODELS
-from sweeplab.store import Metric, open_store
+from sweeplab.store import Metric, checkpoint, open_store
 from sweeplab.tasks import resolve
 from sweeplab.tasks.toy2d import convergence_epoch
 

@@ -222,10 +222,9 @@ def test_a_sweep_with_a_budget_shortens_the_functions_epochs(loop, tmp_path, sto
 
 
 def test_a_plugin_edited_while_its_sweep_runs_fails_its_cells_in_one_line(loop, store_url):
-    from sweeplab import plugins
     from sweeplab.errors import UserError
     from sweeplab.sweep.worker import check_plugins
-    from sweeplab.tasks import resolve
+    from sweeplab.tasks import plugins, resolve
 
     cfg = resolve(plugins.use_task(f"{loop}:main")[0])
     check_plugins(cfg)  # as loaded

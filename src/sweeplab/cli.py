@@ -103,7 +103,7 @@ def use_plugins(refs: list[str] | None) -> None:
     """Load the user's plugins before anything looks a name up; the processes this one starts load them too."""
     if refs:
         import sweeplab.tasks  # noqa: F401 - the built-ins register first; what a plugin registers is then its own
-        from sweeplab import plugins
+        from sweeplab.tasks import plugins
 
         plugins.use(refs, Path.cwd())
 
@@ -144,7 +144,7 @@ def run(ctx: typer.Context,
     from sweeplab.tasks import resolve
 
     if task:
-        from sweeplab import plugins
+        from sweeplab.tasks import plugins
 
         task = plugins.use_task(task, Path.cwd())[0]
     if show_help or task is None:
@@ -329,9 +329,9 @@ def generate(run_ref: str = typer.Argument(..., metavar="RUN"), words: int = typ
              plugin: list[str] | None = PLUGINS) -> None:
     """Text from a language-model run's best checkpoint."""
     use_plugins(plugin)
-    from sweeplab.report.lm_artifacts import GENERATE_WORDS, check_prompt, check_words, load_lm
-    from sweeplab.report.lm_artifacts import generate as sample
     from sweeplab.store import open_store
+    from sweeplab.tasks.lm_artifacts import GENERATE_WORDS, check_prompt, check_words, load_lm
+    from sweeplab.tasks.lm_artifacts import generate as sample
 
     check_words("--words", words, GENERATE_WORDS)
     check_prompt(prompt)
@@ -349,8 +349,8 @@ def attention(run_ref: str = typer.Argument(..., metavar="RUN"),
               plugin: list[str] | None = PLUGINS) -> None:
     """Attention heat maps (a row per layer, a column per head) of a Transformer LM run."""
     use_plugins(plugin)
-    from sweeplab.report.lm_artifacts import ATTENTION_WORDS, check_words, load_lm, save_attention
     from sweeplab.store import open_store
+    from sweeplab.tasks.lm_artifacts import ATTENTION_WORDS, check_words, load_lm, save_attention
 
     check_words("--text", len(text.split()), ATTENTION_WORDS)
     if out_file.suffix not in (".svg", ".png"):
@@ -520,8 +520,8 @@ def compare(run_a: str = typer.Argument(..., metavar="RUN_A[@EPOCH]", help="run 
             plugin: list[str] | None = PLUGINS) -> None:
     """Where two checkpoints predict differently: agreement, accuracies, per-class deltas, who is right."""
     use_plugins(plugin)
-    from sweeplab.engine.compare import compare_runs, print_comparison
     from sweeplab.store import open_store
+    from sweeplab.sweep.compare import compare_runs, print_comparison
 
     result = compare_runs(open_store(store, use_artifacts(artifacts)), run_a, run_b, split=split, device=device)
     if as_json:
@@ -551,8 +551,8 @@ def bench_devices(task: str = typer.Argument(..., help="task: lm, image, toy2d, 
     """
     use_plugins(plugin)
     from sweeplab.config import parse_overrides
-    from sweeplab.engine.bench import bench_devices as run_bench
     from sweeplab.store import open_store
+    from sweeplab.sweep.bench import bench_devices as run_bench
 
     rows = run_bench(task, parse_overrides(overrides or []), open_store(store), steps=steps, gpus=gpus, quiet=as_json)
     if as_json:

@@ -19,7 +19,7 @@ class Entry(Generic[T]):
     config: type | None  # the pydantic config class of this component, if it has one
     doc: str
     source: str = "sweeplab"  # where it was registered: sweeplab itself, or a plugin (its name and path)
-    plugin: Any = None  # the sweeplab.plugins.Plugin that registered it, None for a built-in
+    plugin: Any = None  # the sweeplab.tasks.plugins.Plugin that registered it, None for a built-in
 
 
 class Registry(Generic[T]):
@@ -65,7 +65,7 @@ class Registry(Generic[T]):
         return (group, name) in self._entries
 
 
-LOADING_PLUGINS: list[Any] = []  # the plugins being imported now (sweeplab.plugins), innermost last
+LOADING_PLUGINS: list[Any] = []  # the plugins being imported now (sweeplab.tasks.plugins), innermost last
 
 
 def loading_plugin() -> Any:

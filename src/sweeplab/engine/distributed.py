@@ -108,12 +108,6 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed if rank == 0 else (seed * 1_000_003 + rank) % 2**63
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, under torch.compile and DistributedDataParallel."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def check_request(device_name: str, nproc: int, batch_size: int, *, launched: bool = False) -> None:
     """A DDP request this machine can serve, or one clear line. Under a launcher (`launched`), the processes
     exist already, possibly on several machines: only the batch's split is checked."""

@@ -18,13 +18,13 @@ import torch
 
 from sweeplab.config import RunConfig, json_safe, run_key
 from sweeplab.engine import distributed
-from sweeplab.engine.device import device_name, get_device, keep_freed_memory
 from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import say
 from sweeplab.engine.trainable import train_function
 from sweeplab.engine.trainer import Trainer
 from sweeplab.engine.watchdog import Watchdog, stall_seconds
 from sweeplab.errors import Diverged, UserError
+from sweeplab.models.device import device_name, get_device, keep_freed_memory
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
 from sweeplab.store.db import FINAL_STATUSES, LeaseLost, lease_seconds, new_owner, redact

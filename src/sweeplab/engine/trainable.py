@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 from sweeplab import io
-from sweeplab.engine import checkpoint
 from sweeplab.engine.progress import say
 from sweeplab.engine.trainer import SPLIT_WORDS, Recorder
 from sweeplab.engine.watchdog import Watchdog
 from sweeplab.errors import Diverged, UserError
-from sweeplab.store import Store
+from sweeplab.store import Store, checkpoint
 from sweeplab.store.db import LeaseLost
 from sweeplab.tasks.function import FunctionTask
 

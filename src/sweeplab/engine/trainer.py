@@ -10,15 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeplab.engine import checkpoint
-from sweeplab.engine.device import autocast, synchronize
 from sweeplab.engine.distributed import Dist
 from sweeplab.engine.progress import EpochProgress, fmt_metrics, say
 from sweeplab.engine.schedule import get_lr
 from sweeplab.engine.watchdog import Watchdog
 from sweeplab.errors import Diverged
 from sweeplab.io import DamagedFile
-from sweeplab.store import Metric, Store
+from sweeplab.models.device import autocast, synchronize
+from sweeplab.store import Metric, Store, checkpoint
 from sweeplab.tasks.base import Part, StepOutput, Task
 
 

@@ -23,12 +23,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from sweeplab.experiment import Figure as FigureSpec
 from sweeplab.report.collect import CellData, Point, RunData
 from sweeplab.report.spec import ReportSpec
 from sweeplab.report.svg_clean import UnsafeSvg, clean_svg
 from sweeplab.report.values import label_without, status_reason, versus_points
 from sweeplab.store.runfiles import RefusedFile, read_run_file
-from sweeplab.sweep.experiment import Figure as FigureSpec
 
 COLORS = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
 TEXT_FILE = "generated.txt"

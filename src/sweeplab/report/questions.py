@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from sweeplab.experiment import Question, format_value
 from sweeplab.report.collect import CellData
 from sweeplab.report.spec import Column, ReportSpec, cell_key
 from sweeplab.report.values import (
@@ -22,7 +23,6 @@ from sweeplab.report.values import (
     label_without,
     status_reason,
 )
-from sweeplab.sweep.experiment import Question, format_value
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeplab.errors import UserError
-from sweeplab.store import Store
-from sweeplab.sweep.experiment import (
+from sweeplab.experiment import (
     Column,
     Experiment,
     Figure,
@@ -22,6 +21,7 @@ from sweeplab.sweep.experiment import (
     format_value,
     load_experiment,
 )
+from sweeplab.store import Store
 
 __all__ = ["Column", "ReportSpec", "cell_key", "load_target"]
 

@@ -22,12 +22,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from sweeplab import plugins
 from sweeplab.errors import UserError
 from sweeplab.store import Store, open_store
 from sweeplab.store.artifacts import Artifacts
 from sweeplab.sweep.board import Board
 from sweeplab.sweep.worker import Job, Outcome, record_failure, run_job, worker_main
+from sweeplab.tasks import plugins
 
 STOP_GRACE_S = 60.0  # after Ctrl-C: how long interrupted workers get to checkpoint their state and report
 

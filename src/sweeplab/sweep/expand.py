@@ -10,8 +10,8 @@ from typing import Any
 
 from sweeplab.config import RunConfig, flatten, run_key
 from sweeplab.errors import UserError
+from sweeplab.experiment import Experiment
 from sweeplab.registry import TASKS
-from sweeplab.sweep.experiment import Experiment
 from sweeplab.tasks import resolve
 
 

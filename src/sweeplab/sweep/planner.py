@@ -101,7 +101,7 @@ def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
     `warm_up`: set up once untimed first. A dataset's first build prepares its cache and a process's
     first trainer loads TensorBoard; a sweep's runs pay neither (the cache is shared, each worker loads
     it once), so only the first calibration of each dataset in a process needs it."""
-    from sweeplab.engine.device import get_device, synchronize
+    from sweeplab.models.device import get_device, synchronize
     from sweeplab.store import open_store
 
     cfg = cell.cfg

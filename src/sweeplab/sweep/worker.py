@@ -14,7 +14,6 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from sweeplab import plugins
 from sweeplab.config import RunConfig, run_key
 from sweeplab.errors import UserError, no_space_message
 from sweeplab.store import Store, open_store
@@ -75,6 +74,8 @@ def check_plugins(cfg: RunConfig) -> None:
     """The users' code this process loaded is the code the cell's key was made with: a plugin edited while its
     sweep runs (a worker started after the edit, a node with another copy) fails the cell in one line instead of
     training the new code under the old key."""
+    from sweeplab.tasks import plugins  # torch: not at this module's import (see quiet_openmp)
+
     here = {p.path: p.sha256 for p in plugins.loaded()}
     for name, path, sha256 in cfg.plugins:
         if here.get(path, sha256) != sha256:

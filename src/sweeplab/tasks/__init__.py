@@ -1,11 +1,11 @@
 """Every task registers itself (and its models and datasets) on import: adding a task is one line here."""
-from sweeplab import plugins
 from sweeplab.registry import TASKS
 from sweeplab.tasks import (
     addition,  # noqa: F401
     image,  # noqa: F401
     lm,  # noqa: F401
     palindrome,  # noqa: F401
+    plugins,
     toy2d,  # noqa: F401
 )
 from sweeplab.tasks.resolve import resolve

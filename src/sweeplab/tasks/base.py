@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sweeplab.config import RunConfig, TrainConfig
-from sweeplab.engine.optim import create_optimizer
+from sweeplab.models.optim import create_optimizer
 from sweeplab.models.size import check_fits
 from sweeplab.registry import MODELS
 from sweeplab.store import Metric

@@ -1,7 +1,7 @@
 """Function trainables: a plain function `main(config, run)` of the user's, run as a task.
 
 `sweeplab run train.py:main lr=0.01` (or `task: train.py:main` in an experiment file) loads the file as a
-plugin (sweeplab.plugins) and registers the function here as the task `train:main`. Its keys are the fields of
+plugin (sweeplab.tasks.plugins) and registers the function here as the task `train:main`. Its keys are the fields of
 the pydantic model its first parameter is annotated with (defaults, types and bounds checked like the built-ins'
 keys), or, without an annotation, whatever keys are given (the function receives them as a dict). The function
 owns its loop; the `run` handle (sweeplab.engine.trainable) stores what it logs and checkpoints, and tells it

@@ -29,9 +29,9 @@ from sweeplab.data.images import (
     load_images,
     plan_epoch,
 )
-from sweeplab.engine.device import autocast
 from sweeplab.errors import UserError
 from sweeplab.models import vision
+from sweeplab.models.device import autocast
 from sweeplab.registry import TASKS
 from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
 

@@ -18,11 +18,10 @@ from rich.table import Table
 from torch import nn
 
 from sweeplab.config import flatten
-from sweeplab.engine import checkpoint
-from sweeplab.engine.device import get_device
 from sweeplab.errors import UserError
+from sweeplab.models.device import get_device
 from sweeplab.registry import TASKS
-from sweeplab.store import RunRow, Store
+from sweeplab.store import RunRow, Store, checkpoint
 from sweeplab.tasks import capable, resolve, tasks_with
 
 

@@ -1,4 +1,4 @@
-"""Device choice, autocast and synchronisation."""
+"""Device choice, autocast and synchronisation, and the model inside its wrappers."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,8 @@ import ctypes.util
 import sys
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sweeplab.errors import UserError
 
@@ -63,3 +65,9 @@ def keep_freed_memory() -> bool:
     # intent. -1 fits and is glibc's documented "never trim".
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, under torch.compile and DistributedDataParallel."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -10,12 +10,11 @@ from torch import nn
 
 from sweeplab.config import RunConfig, flatten
 from sweeplab.data.text import Dictionary
-from sweeplab.engine import checkpoint
 from sweeplab.errors import UserError
 from sweeplab.limits import Limit
 from sweeplab.models.spec import VocabSpec
 from sweeplab.registry import MODELS
-from sweeplab.store import RunRow, Store
+from sweeplab.store import RunRow, Store, checkpoint
 from sweeplab.store.runfiles import read_run_file
 from sweeplab.tasks import capable, resolve, tasks_with
 

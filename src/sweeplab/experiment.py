@@ -27,11 +27,11 @@ from pydantic import (
     model_validator,
 )
 
-from sweeplab import plugins
 from sweeplab.config import MAX_SEED
 from sweeplab.config import _Loader as _ConfigLoader
 from sweeplab.errors import UserError, brief
 from sweeplab.limits import CELLS, EXPERIMENT_BYTES, SEEDS, YAML_VALUES
+from sweeplab.tasks import plugins
 
 Aggregate = Literal["final", "best", "min", "max", "mean", "at-epoch"]
 FIRST_SEED = 1111  # `seeds: n` -> 1111, 1112, ...: seed 1111 is every run's default, so `seeds: 1` is the plain run
