@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from sweeplab.engine.runner import RunOptions, execute
-from sweeplab.experiment import load_experiment
 from sweeplab.store import Store, open_store
-from sweeplab.sweep.expand import expand
+from sweeplab.sweep.expand import expand, load_experiment
 from sweeplab.tasks import resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,8 @@ from sweeplab.data.sequences import (
     seeded_rng,
     to_digits,
 )
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import open_store
 from sweeplab.tasks import resolve

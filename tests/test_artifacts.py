@@ -11,7 +11,8 @@ import pytest
 from tests.sweep_helpers import invoke, metric_ids
 from tests.test_checkpoints import interrupt_in_epoch
 
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 

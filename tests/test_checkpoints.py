@@ -13,7 +13,8 @@ from sweeplab import io
 from sweeplab.data import images
 from sweeplab.data.paths import cache_dir
 from sweeplab.data.text import load_corpus
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks.resolve import resolve

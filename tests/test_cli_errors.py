@@ -193,9 +193,8 @@ def test_report_keeps_the_users_figures(tmp_path, store_url):
 def test_sweep_board_and_plan_show_markup_labels_as_text(tiny_corpus, tmp_path):
     from tests.sweep_helpers import write_experiment as write_sweep
 
-    from sweeplab.experiment import load_experiment
     from sweeplab.sweep.board import Board
-    from sweeplab.sweep.expand import expand
+    from sweeplab.sweep.expand import expand, load_experiment
     from sweeplab.sweep.planner import CellPlan, Plan
     from sweeplab.sweep.run import print_plan
 

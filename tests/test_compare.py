@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from sweeplab.cli import app
 from sweeplab.data.images import ImageDataConfig, load_images
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.errors import UserError
 from sweeplab.models.vision import ImageSpec, MLPConfig, create_image_model
 from sweeplab.store import checkpoint, open_store

@@ -20,7 +20,8 @@ import torch
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import checkpoint, open_store
 from sweeplab.tasks import resolve
 

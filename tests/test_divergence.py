@@ -7,7 +7,8 @@ import math
 from typer.testing import CliRunner
 
 from sweeplab.cli import app
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import open_store
 from sweeplab.tasks.resolve import resolve
 

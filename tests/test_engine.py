@@ -8,7 +8,8 @@ import sqlalchemy as sa
 import torch
 
 from sweeplab.config import TrainConfig
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.schedule import get_lr
 from sweeplab.models.optim import create_optimizer, list_optimizers
 from sweeplab.store import Metric, checkpoint, open_store

@@ -9,9 +9,8 @@ from tests.sweep_helpers import TINY_BASE, invoke, write_experiment
 
 from sweeplab.config import run_key
 from sweeplab.errors import UserError
-from sweeplab.experiment import load_experiment
 from sweeplab.store import open_store
-from sweeplab.sweep.expand import expand, pick_scale
+from sweeplab.sweep.expand import expand, load_experiment, pick_scale
 from sweeplab.tasks import resolve
 
 REPO = Path(__file__).resolve().parents[1]

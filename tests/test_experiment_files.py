@@ -10,11 +10,11 @@ import pytest
 from tests.conftest import real_data
 from tests.sweep_helpers import invoke, write_experiment
 
-from sweeplab.engine.runner import RunOptions, execute
-from sweeplab.experiment import load_experiment
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.models.spec import VectorSpec
 from sweeplab.store import open_store
-from sweeplab.sweep.expand import expand
+from sweeplab.sweep.expand import expand, load_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.models.device import get_device
 from sweeplab.store import open_store

@@ -23,13 +23,13 @@ from tests.test_image_data import WNIDS, write_cifar_bin, write_mnist, write_tin
 
 from sweeplab.config import json_safe
 from sweeplab.errors import brief
-from sweeplab.experiment import load_experiment
 from sweeplab.models import vision
 from sweeplab.models.size import training_bytes
 from sweeplab.models.spec import VectorSpec, VocabSpec
 from sweeplab.registry import MODELS
 from sweeplab.store import open_store
 from sweeplab.sweep.bench import BenchRow
+from sweeplab.sweep.expand import load_experiment
 from sweeplab.tasks import resolve
 
 COLUMNS = "columns: [{title: Loss, metric: valid/loss}]\n"

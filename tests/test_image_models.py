@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.cli import app
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.errors import UserError
 from sweeplab.models.vision import ImageSpec, create_image_model
 from sweeplab.registry import DATASETS, MODELS

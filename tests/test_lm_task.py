@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from sweeplab.config import run_key
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import checkpoint, open_store

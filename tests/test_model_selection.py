@@ -9,7 +9,8 @@ from tests.conftest import real_data
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.data.images import ImageDataConfig, load_decoded, load_images
 from sweeplab.data.toy2d import Toy2DDataConfig, make_toy2d
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import TASKS
 from sweeplab.report.build import build_experiment

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from sweeplab.cli import app
 from sweeplab.data.sequences import PalindromeData, palindromes, seeded_rng
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.registry import MODELS, TASKS
 from sweeplab.store import checkpoint, open_store

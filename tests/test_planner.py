@@ -8,12 +8,12 @@ import pytest
 import torch
 from tests.sweep_helpers import invoke, write_experiment
 
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.errors import UserError
-from sweeplab.experiment import load_experiment
 from sweeplab.store import open_store
 from sweeplab.sweep import planner
-from sweeplab.sweep.expand import expand
+from sweeplab.sweep.expand import expand, load_experiment
 from sweeplab.sweep.planner import Calibration, CellPlan, Plan, makespan, parse_budget, unit_of
 
 

@@ -23,11 +23,11 @@ from tests.sweep_helpers import invoke, metric_ids
 from tests.test_store_postgres import URL as PG_URL
 from tests.test_store_postgres import pg_url  # noqa: F401 - the fixture
 
-from sweeplab.engine.runner import RunOptions, execute
-from sweeplab.experiment import load_experiment
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import open_store
 from sweeplab.sweep import executors
-from sweeplab.sweep.expand import expand
+from sweeplab.sweep.expand import expand, load_experiment
 from sweeplab.tasks import resolve
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from sweeplab.cli import app
 from sweeplab.config import run_key
-from sweeplab.experiment import load_experiment
 from sweeplab.report.analysis import overfitting_onset
 from sweeplab.report.build import build_experiment, write_report
 from sweeplab.report.spec import load_target
 from sweeplab.store import Metric, Store, open_store
+from sweeplab.sweep.expand import load_experiment
 from sweeplab.tasks import resolve
 
 SCRIPT_NAME = "<script>alert(1)</script>"

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 import torch
 from tests.test_checkpoints import best_at_epoch_1, damage, interrupt_in_epoch, rows
 
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.engine.watchdog import Watchdog
 from sweeplab.io import DamagedFile, UnreadableFile
@@ -176,7 +177,8 @@ def test_a_run_whose_steps_stop_ends_failed_and_resumable(store_url, tmp_path):
     script = tmp_path / "hang.py"
     script.write_text(textwrap.dedent(f"""
         import time
-        from sweeplab.engine.runner import RunOptions, execute
+        from sweeplab.engine.launch import execute
+        from sweeplab.engine.runner import RunOptions
         from sweeplab.store import open_store
         from sweeplab.tasks import resolve
         from sweeplab.tasks.toy2d import Toy2DTask

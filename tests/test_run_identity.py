@@ -19,7 +19,8 @@ from tests.test_store_postgres import URL as PG_URL
 from tests.test_store_postgres import pg_url  # noqa: F401 - the fixture
 
 from sweeplab.config import NEUTRAL, RunConfig, TrainConfig, key_fields, run_key
-from sweeplab.engine.runner import RunHeld, RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunHeld, RunOptions
 from sweeplab.store import Metric, open_store
 from sweeplab.store.db import LeaseLost
 from sweeplab.tasks import resolve

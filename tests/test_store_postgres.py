@@ -7,7 +7,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import open_store
 from sweeplab.tasks import resolve
 

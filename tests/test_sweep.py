@@ -12,9 +12,10 @@ import pytest
 import torch
 from tests.sweep_helpers import TINY_BASE, invoke, metric_ids, write_experiment
 
-from sweeplab.engine.runner import RunOptions, execute
-from sweeplab.experiment import load_experiment
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import open_store
+from sweeplab.sweep.expand import load_experiment
 from sweeplab.tasks import resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 import sweeplab.tasks  # noqa: F401  (fills the registries)
 from sweeplab.cli import app
 from sweeplab.data.toy2d import Toy2DDataConfig, make_toy2d
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.errors import UserError
 from sweeplab.models.mlp_numpy import NumpySGD, Toy2DMLPConfig, clip_global_norm, softmax_cross_entropy
 from sweeplab.models.spec import VectorSpec

@@ -139,7 +139,8 @@ def run(ctx: typer.Context,
     use_plugins(plugin)
     from sweeplab.config import parse_overrides, run_key
     from sweeplab.engine import distributed
-    from sweeplab.engine.runner import RunOptions, execute
+    from sweeplab.engine.launch import execute
+    from sweeplab.engine.runner import RunOptions
     from sweeplab.store import open_store
     from sweeplab.tasks import resolve
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from sweeplab.engine.runner import RunOptions, execute
 from sweeplab.errors import UserError
-from sweeplab.experiment import load_experiment
 from sweeplab.store import open_store
-from sweeplab.sweep.expand import expand
+from sweeplab.sweep.expand import expand, load_experiment
 
 EXPERIMENTS = Path("experiments")
 OUT = Path("reports/quick")

@@ -315,15 +315,11 @@ def format_value(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------- loading
-def load_experiment(path: str | Path, max_cells: int | None = None, max_seeds: int | None = None) -> Experiment:
-    """Read, validate and resolve every cell of every scale. Any problem: UserError naming file and key.
-    `max_cells`, `max_seeds`: caps above the defaults (sweeplab.limits), from `sweeplab sweep`'s flags."""
-    path = Path(path)
-    experiment = with_plugins(parse_experiment(_read_mapping(path), path, max_cells, max_seeds), path.parent)
-    from sweeplab.sweep.expand import check_cells  # every cell through sweeplab.config.resolve
-
-    check_cells(experiment, where=str(path))
-    return experiment
+def read_experiment(path: Path, max_cells: int | None = None, max_seeds: int | None = None) -> Experiment:
+    """Read and validate an experiment file, its plugins loaded (sweeplab.sweep.expand.load_experiment also
+    resolves every cell). Any problem: UserError naming file and key. `max_cells`, `max_seeds`: caps above the
+    defaults (sweeplab.limits), from `sweeplab sweep`'s flags."""
+    return with_plugins(parse_experiment(_read_mapping(path), path, max_cells, max_seeds), path.parent)
 
 
 def with_plugins(experiment: Experiment, base: Path | None) -> Experiment:

@@ -1,6 +1,7 @@
 """Starting the ranks of one DDP run on this machine (`train.nproc=N`), with torch.distributed.run's machinery.
 
-`execute` calls `launch` when a run asks for more than one process and none was started by a launcher.
+`execute` is how a command runs one config: in this process (engine/runner.py), or, when it asks for more
+than one process and none was started by a launcher, on N local ranks that `launch` starts.
 `launch` runs torchelastic's agent (what `torchrun` runs), which starts the N ranks as
 `python -m sweeplab.engine.launch JOB` (plain subprocesses, so a daemonic sweep worker can start them too),
 gives each the variables torchrun gives (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), watches
@@ -18,7 +19,9 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +30,52 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from sweeplab.config import flatten
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.config import RunConfig, flatten, run_key
+from sweeplab.engine import distributed, runner
+from sweeplab.engine.runner import RunHeld, RunOptions, RunResult, done_already, sigterm_as_interrupt, stored_result
 from sweeplab.errors import UserError
-from sweeplab.store import open_store
+from sweeplab.store import Store, open_store
+from sweeplab.store.db import FINAL_STATUSES
 from sweeplab.tasks import resolve
 
 SHUTDOWN_GRACE_S = 30  # after Ctrl-C or SIGTERM: how long the ranks get to checkpoint before SIGKILL
+
+
+def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> RunResult:
+    """Run `cfg` to the end (or resume it): in this process, or on `train.nproc` local ranks when it asks for
+    more than one and no launcher started this process (under torchrun each rank runs it here)."""
+    opts = opts or RunOptions()
+    if cfg.train.nproc > 1 and not distributed.current().active and not opts.dry_run:
+        distributed.check_request(cfg.device, cfg.train.nproc, cfg.train.batch_size)
+        return _execute_ddp(cfg, store, opts)
+    return runner.execute(cfg, store, opts)
+
+
+def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
+    """Start the ranks and wait; the run's row, written by rank 0, tells how it ended."""
+    existing = store.find_by_key(run_key(cfg))
+    if done_already(existing, opts):
+        return stored_result(store, existing)
+    if existing and (holder := store.holder(existing)) and not opts.wait:
+        raise RunHeld(f"run {existing.id} ({existing.name}) is being trained by {holder}; --wait waits for it to end")
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            outcome = launch(cfg.to_dict(), store.url, asdict(opts), cfg.train.nproc)
+    except KeyboardInterrupt:
+        outcome, interrupted = {}, True
+    row = store.find_by_key(run_key(cfg))
+    if "error" in outcome:
+        if row and row.status not in FINAL_STATUSES:
+            store.update_run(row.id, status="failed", error=outcome["error"], ended_at=time.time())
+        raise (UserError if outcome["user_error"] else RuntimeError)(outcome["error"])
+    if row is None:
+        raise RuntimeError("the DDP ranks ended without creating the run")
+    if row.status == "running":  # rank 0 was stopped before it could say so
+        store.update_run(row.id, status="interrupted" if interrupted else "failed", ended_at=time.time(),
+                         error="DDP ranks stopped", owner=None)
+        row = store.get_run(row.id)
+    return stored_result(store, row)
 
 
 def launch(config: dict[str, Any], store_url: str, options: dict[str, Any], nproc: int) -> dict[str, Any]:
@@ -107,7 +149,7 @@ def _rank_main(job_file: str) -> int:
     outcome: dict[str, Any]
     try:
         cfg = resolve(job["config"]["task"], flatten(job["config"]))
-        result = execute(cfg, open_store(job["store"]), RunOptions(**job["options"]))
+        result = runner.execute(cfg, open_store(job["store"]), RunOptions(**job["options"]))
         outcome = {"status": result.status}
     except UserError as exc:
         outcome = {"error": str(exc), "user_error": True}

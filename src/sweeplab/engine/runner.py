@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -82,10 +82,11 @@ def default_name(cfg: RunConfig) -> str:
 
 
 def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> RunResult:
-    """Run `cfg` to the end (or resume it). Bad input raises UserError before any row is written.
+    """Run `cfg` to the end (or resume it) in this process. Bad input raises UserError before any row is written.
 
     In a process a launcher started as one rank of several (sweeplab's own for `train.nproc=N`, or torchrun),
-    this process trains its share of the run with the others; `train.nproc` then is the group's size."""
+    this process trains its share of the run with the others; `train.nproc` then is the group's size. A run of
+    several processes that no launcher started goes through sweeplab.engine.launch.execute, which starts them."""
     opts = opts or RunOptions()
     dist = distributed.current()
     if dist.active:
@@ -93,7 +94,7 @@ def execute(cfg: RunConfig, store: Store, opts: RunOptions | None = None) -> Run
     device = get_device(cfg.device)
     distributed.check_request(cfg.device, cfg.train.nproc, cfg.train.batch_size, launched=dist.active)
     if cfg.train.nproc > 1 and not dist.active and not opts.dry_run:
-        return _execute_ddp(cfg, store, opts)
+        raise RuntimeError("a run of train.nproc > 1 starts its ranks through sweeplab.engine.launch.execute")
     if dist.active:
         device = distributed.rank_device(device, dist)
         distributed.init_group(dist, device)
@@ -186,7 +187,7 @@ def _open_run(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.devi
             if run_id:
                 return run_id, False
             continue  # another process inserted it first: look again
-        if _done(row, opts):
+        if done_already(row, opts):
             return row.id, True
         holder = store.holder(row)
         if holder is None:
@@ -204,41 +205,12 @@ def _open_run(cfg: RunConfig, store: Store, opts: RunOptions, device: torch.devi
         time.sleep(WAIT_POLL_S)
 
 
-def _done(row: RunRow | None, opts: RunOptions) -> bool:
+def done_already(row: RunRow | None, opts: RunOptions) -> bool:
     """A run with this config that must not train again: it ended, or it failed and failures are not retried."""
     if row and (row.status in FINAL_STATUSES or (row.status == "failed" and not opts.retry_failed)):
         say(f"run {row.id} ({row.name}) has this config and is {row.status}: not trained again", opts.quiet)
         return True
     return False
-
-
-def _execute_ddp(cfg: RunConfig, store: Store, opts: RunOptions) -> RunResult:
-    """Start the ranks and wait; the run's row, written by rank 0, tells how it ended."""
-    from sweeplab.engine.launch import launch  # the launcher sits above the runner (its ranks run `execute`)
-
-    existing = store.find_by_key(run_key(cfg))
-    if _done(existing, opts):
-        return stored_result(store, existing)
-    if existing and (holder := store.holder(existing)) and not opts.wait:
-        raise RunHeld(f"run {existing.id} ({existing.name}) is being trained by {holder}; --wait waits for it to end")
-    interrupted = False
-    try:
-        with _sigterm_as_interrupt():
-            outcome = launch(cfg.to_dict(), store.url, asdict(opts), cfg.train.nproc)
-    except KeyboardInterrupt:
-        outcome, interrupted = {}, True
-    row = store.find_by_key(run_key(cfg))
-    if "error" in outcome:
-        if row and row.status not in FINAL_STATUSES:
-            store.update_run(row.id, status="failed", error=outcome["error"], ended_at=time.time())
-        raise (UserError if outcome["user_error"] else RuntimeError)(outcome["error"])
-    if row is None:
-        raise RuntimeError("the DDP ranks ended without creating the run")
-    if row.status == "running":  # rank 0 was stopped before it could say so
-        store.update_run(row.id, status="interrupted" if interrupted else "failed", ended_at=time.time(),
-                         error="DDP ranks stopped", owner=None)
-        row = store.get_run(row.id)
-    return stored_result(store, row)
 
 
 def resume_from(trainer: Trainer, store: Store, run_id: str) -> None:
@@ -257,7 +229,7 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
         return _train_rank(trainer)
     status, error = "finished", None
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             trainer.fit()
             trainer.evaluate_final()
             trainer.check_lease()  # the run folder's files are the owner's to write: fenced like the checkpoints
@@ -289,7 +261,7 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
 
 def _train_rank(trainer: Trainer) -> str:
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             trainer.fit()
             trainer.evaluate_final()
     except Diverged:
@@ -306,7 +278,7 @@ def stored_result(store: Store, row: RunRow) -> RunResult:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM ends a run like Ctrl-C: status `interrupted`, resumable from its last checkpoint."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

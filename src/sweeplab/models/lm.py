@@ -185,17 +185,28 @@ class TransformerModel(nn.Module):
         return [layer.self_attn.weights for layer in self.layers]
 
 
-def _rnn(kind: str):
-    def create(spec: VocabSpec, cfg: LMConfig) -> RNNModel:
-        return RNNModel(kind, spec.ntoken, cfg)
-
-    create.__doc__ = {"lstm": "LSTM (Hochreiter & Schmidhuber, 1997)", "gru": "GRU (Cho et al., 2014)",
-                      "rnn_tanh": "Elman RNN with tanh", "rnn_relu": "Elman RNN with ReLU"}[kind]
-    return create
+@MODELS.register("lstm", group="lm", config=RNNConfig)
+def lstm(spec: VocabSpec, cfg: LMConfig) -> RNNModel:
+    """LSTM (Hochreiter & Schmidhuber, 1997)"""
+    return RNNModel("lstm", spec.ntoken, cfg)
 
 
-for _kind in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
-    MODELS.register(_kind, group="lm", config=RNNConfig)(_rnn(_kind))
+@MODELS.register("gru", group="lm", config=RNNConfig)
+def gru(spec: VocabSpec, cfg: LMConfig) -> RNNModel:
+    """GRU (Cho et al., 2014)"""
+    return RNNModel("gru", spec.ntoken, cfg)
+
+
+@MODELS.register("rnn_tanh", group="lm", config=RNNConfig)
+def rnn_tanh(spec: VocabSpec, cfg: LMConfig) -> RNNModel:
+    """Elman RNN with tanh"""
+    return RNNModel("rnn_tanh", spec.ntoken, cfg)
+
+
+@MODELS.register("rnn_relu", group="lm", config=RNNConfig)
+def rnn_relu(spec: VocabSpec, cfg: LMConfig) -> RNNModel:
+    """Elman RNN with ReLU"""
+    return RNNModel("rnn_relu", spec.ntoken, cfg)
 
 
 @MODELS.register("transformer", group="lm", config=TransformerConfig)

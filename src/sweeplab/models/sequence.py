@@ -135,14 +135,19 @@ def _palindrome_lstm(spec: VectorSpec, cfg: PalindromeModelConfig) -> HandLSTM:
     return HandLSTM(spec.input_dim, cfg.hidden, spec.num_classes)
 
 
-def _digit_rnn(kind: str):
-    def create(spec: VectorSpec, cfg: AdditionModelConfig) -> DigitRNN:
-        return DigitRNN(kind, spec.input_dim, spec.num_classes, cfg)
-
-    create.__doc__ = {"rnn": "Elman RNN with tanh (torch.nn.RNN)", "gru": "GRU (Cho et al., 2014; torch.nn.GRU)",
-                      "lstm": "LSTM (Hochreiter & Schmidhuber, 1997; torch.nn.LSTM)"}[kind]
-    return create
+@MODELS.register("rnn", group="addition", config=AdditionModelConfig)
+def addition_rnn(spec: VectorSpec, cfg: AdditionModelConfig) -> DigitRNN:
+    """Elman RNN with tanh (torch.nn.RNN)"""
+    return DigitRNN("rnn", spec.input_dim, spec.num_classes, cfg)
 
 
-for _kind in ("rnn", "gru", "lstm"):
-    MODELS.register(_kind, group="addition", config=AdditionModelConfig)(_digit_rnn(_kind))
+@MODELS.register("gru", group="addition", config=AdditionModelConfig)
+def addition_gru(spec: VectorSpec, cfg: AdditionModelConfig) -> DigitRNN:
+    """GRU (Cho et al., 2014; torch.nn.GRU)"""
+    return DigitRNN("gru", spec.input_dim, spec.num_classes, cfg)
+
+
+@MODELS.register("lstm", group="addition", config=AdditionModelConfig)
+def addition_lstm(spec: VectorSpec, cfg: AdditionModelConfig) -> DigitRNN:
+    """LSTM (Hochreiter & Schmidhuber, 1997; torch.nn.LSTM)"""
+    return DigitRNN("lstm", spec.input_dim, spec.num_classes, cfg)

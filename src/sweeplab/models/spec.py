@@ -7,6 +7,17 @@ VectorSpec. Sizes come from the data, never typed by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from sweeplab.registry import MODELS
+
+
+def create_model(task: str, name: str, spec: Any, cfg: Any) -> nn.Module:
+    """The model `name` of `task` (a built-in or a plugin's) for data that `spec` describes: the one way a model
+    is made from its name (sweeplab.tasks.base.Task.create_model checks first that it fits in memory)."""
+    return MODELS.get(name, group=task, key="model").obj(spec, cfg)
 
 
 @dataclass(frozen=True)

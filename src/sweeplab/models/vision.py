@@ -16,6 +16,7 @@ from torch import nn
 
 from sweeplab.config import MAX_LAYERS, SIZE, ModelConfig
 from sweeplab.errors import UserError
+from sweeplab.models.spec import create_model
 from sweeplab.registry import MODELS
 
 IMAGENET_STEM_MIN_SIZE = 64  # Tiny-ImageNet and larger: 7x7/2 conv + max-pool; smaller: one 3x3/1 conv
@@ -51,7 +52,7 @@ class ResNetConfig(VisionConfig):
 def create_image_model(name: str, spec: ImageSpec, cfg: VisionConfig) -> nn.Module:
     """The model `name` for data of shape `spec` (outside a task: benchmarks, tests)."""
     check_classes(spec, cfg)
-    return MODELS.get(name, group="image", key="model").obj(spec, cfg)
+    return create_model("image", name, spec, cfg)
 
 
 def check_classes(spec: ImageSpec, cfg: VisionConfig) -> None:

@@ -17,11 +17,12 @@ from sweeplab.experiment import (
     Experiment,
     Figure,
     Question,
+    Reference,
     experiment_from_spec,
     format_value,
-    load_experiment,
 )
 from sweeplab.store import Store
+from sweeplab.sweep.expand import load_experiment
 
 __all__ = ["Column", "ReportSpec", "cell_key", "load_target"]
 
@@ -46,7 +47,7 @@ class ReportSpec:
     questions: list[Question] = field(default_factory=list)  # what the experiment asks; the first is the main one
     variants: list[str] = field(default_factory=list)  # named rows, in table order
     axes: dict[str, list[str]] = field(default_factory=dict)  # grid axis -> its values, as labels write them
-    references: list[Any] = field(default_factory=list)  # numbers a named source reports (row, column, value, source)
+    references: list[Reference] = field(default_factory=list)  # numbers a named source reports for a cell
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -99,10 +100,10 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         source=source,
         convergence_threshold=experiment.analysis.convergence_threshold,
         scales_notes={name: scale.note for name, scale in experiment.scales.items()},
-        questions=list(getattr(experiment, "questions", [])),
+        questions=list(experiment.questions),
         variants=list(experiment.variants),
         axes={key: [format_value(v) for v in values] for key, values in experiment.axes.items()},
-        references=list(getattr(experiment, "references", None) or []),  # issue 10's field, when it is there
+        references=list(experiment.references),
     )
 
 

@@ -8,8 +8,8 @@ a named source reports (`references:`) stand beside ours, with the difference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from sweeplab.experiment import Reference
 from sweeplab.report.collect import CellData, origin
 from sweeplab.report.spec import Column, ReportSpec, cell_key
 from sweeplab.report.values import (
@@ -43,24 +43,6 @@ class ResultTable:
     sources: list[str] = field(default_factory=list)  # where the reference values come from, numbered [1], [2]...
 
 
-@dataclass(frozen=True)
-class Reference:
-    row: str
-    column: str
-    value: float | None  # None: the source's cell is empty
-    source: str
-    note: str | None = None
-
-
-def references(spec: ReportSpec) -> list[Reference]:
-    """The experiment's `references:` (issue 10's field: pydantic models or plain mappings)."""
-    def get(ref: Any, name: str) -> Any:
-        return ref.get(name) if isinstance(ref, dict) else getattr(ref, name, None)
-
-    return [Reference(str(get(r, "row")), str(get(r, "column")), get(r, "value"), str(get(r, "source") or ""),
-                      get(r, "note")) for r in spec.references]
-
-
 def find_reference(refs: list[Reference], label: str, column: Column) -> Reference | None:
     """The reference for a cell (by its label, or its variant's name: every grid point of it) and column."""
     def names_cell(ref: Reference) -> bool:
@@ -88,7 +70,7 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
     best = {c: _best_index(c, values[c]) for c in columns}
     counts = {c: integral(c.metric, values[c]) for c in columns}
     notes = [row_notes(cell, common_note, spec.seeds) for cell in cells]
-    refs, sources = references(spec), []
+    refs, sources = spec.references, []
     referenced = [c for c in columns if any(find_reference(refs, cell.label, c) for cell in cells)]
     with_notes = any(notes)
     axis = _single_axis(spec)
@@ -131,7 +113,7 @@ def build_pivots(spec: ReportSpec, cells: list[CellData], columns: list[Column])
 
 
 def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, column: Column) -> ResultTable:
-    refs, sources = references(spec), []
+    refs, sources = spec.references, []
     values = {(row, x): cell_value(cell, column.metric, column.aggregate, column.epoch, spec.seeds,
                                    spec.convergence_threshold) for row, xs in grid.items() for x, cell in xs.items()}
     counts = integral(column.metric, list(values.values()))

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from sweeplab.config import json_safe, run_key
-from sweeplab.engine.runner import RunOptions, execute
+from sweeplab.engine.launch import execute
+from sweeplab.engine.runner import RunOptions
 from sweeplab.store import Store
 from sweeplab.tasks import resolve
 

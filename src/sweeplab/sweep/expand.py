@@ -6,11 +6,12 @@ overrides < planner reduction (train.epochs / train.max_steps) < command-line ov
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from sweeplab.config import RunConfig, flatten, run_key
 from sweeplab.errors import UserError
-from sweeplab.experiment import Experiment
+from sweeplab.experiment import Experiment, read_experiment
 from sweeplab.registry import TASKS
 from sweeplab.tasks import resolve
 
@@ -96,6 +97,14 @@ def _check_distinct(cells: list[Cell], where: str, scale: str | None) -> None:
             scale_text = f" at scale {scale}" if scale else ""
             raise UserError(f"{where}: cells {other.label} and {cell.label} (seed {cell.seed}) resolve to the same "
                             f"config{scale_text}; make their overrides differ")
+
+
+def load_experiment(path: str | Path, max_cells: int | None = None, max_seeds: int | None = None) -> Experiment:
+    """Read and validate an experiment file and resolve every cell of every scale (sweeplab.experiment.read_experiment
+    says what is read). Any problem: UserError naming file and key."""
+    experiment = read_experiment(Path(path), max_cells, max_seeds)
+    check_cells(experiment, where=str(path))
+    return experiment
 
 
 def check_cells(experiment: Experiment, where: str) -> None:

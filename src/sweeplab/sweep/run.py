@@ -18,12 +18,12 @@ from rich.table import Table
 
 from sweeplab.engine import distributed
 from sweeplab.errors import UserError
-from sweeplab.experiment import Experiment, load_experiment
+from sweeplab.experiment import Experiment
 from sweeplab.store import RunRow, Store, open_store
 from sweeplab.store.db import FINAL_STATUSES, redact
 from sweeplab.sweep.board import Board
 from sweeplab.sweep.executors import check_ray, cluster_device, run_local, run_ray
-from sweeplab.sweep.expand import Cell, expand, pick_scale
+from sweeplab.sweep.expand import Cell, expand, load_experiment, pick_scale
 from sweeplab.sweep.planner import Plan, make_plan, parse_budget, threads_per_worker
 from sweeplab.sweep.worker import Job, Outcome
 

@@ -45,7 +45,8 @@ class Outcome:
 
 def run_job(job: Job, store: Store) -> Outcome:
     """Train one cell. Errors end the cell (status failed, reason stored), never the worker."""
-    from sweeplab.engine.runner import RunHeld, RunOptions, execute
+    from sweeplab.engine.launch import execute
+    from sweeplab.engine.runner import RunHeld, RunOptions
 
     start = time.perf_counter()
     opts = RunOptions(name=job.name, retry_failed=job.retry_failed, sweep=job.sweep, cell=job.cell, note=job.note,

@@ -6,6 +6,7 @@ schedule, checkpoints and the store.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import nn
 from sweeplab.config import RunConfig, TrainConfig
 from sweeplab.models.optim import create_optimizer
 from sweeplab.models.size import check_fits
-from sweeplab.registry import MODELS
+from sweeplab.models.spec import create_model
 from sweeplab.store import Metric
 
 
@@ -85,7 +86,7 @@ class Task:
         """The config's model (built-in or a plugin's: one factory shape, `create(spec, cfg)`) for data that
         `spec` describes; once it is known to fit in memory to train, else one UserError before a byte is
         allocated (the count runs on the meta device: sweeplab.models.size)."""
-        create = MODELS.get(self.cfg.model_name, group=self.cfg.task, key="model").obj
+        create = functools.partial(create_model, self.cfg.task, self.cfg.model_name)
         check_fits(create, (spec, self.cfg.model), self.cfg, self.device)
         return create(spec, self.cfg.model)
 

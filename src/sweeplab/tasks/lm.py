@@ -14,11 +14,11 @@ from torch import nn
 from sweeplab.config import TrainConfig
 from sweeplab.data.text import Corpus, Dictionary, batchify, get_batch, load_corpus
 from sweeplab.errors import UserError
-from sweeplab.models import lm as _lm_models  # noqa: F401 - registers the lm models
 from sweeplab.models.device import unwrap
 from sweeplab.models.spec import VocabSpec
 from sweeplab.registry import TASKS
 from sweeplab.tasks.base import WHOLE, Part, StepOutput, Task
+from sweeplab.tasks.lm_artifacts import save_attention, save_sample, save_vocab
 
 SAMPLE_WORDS = 100  # words generated at the end of every run, for the report
 ATTENTION_TOKENS = 24  # tokens of the validation text shown in the attention maps
@@ -157,8 +157,6 @@ class LanguageModelTask(Task):
 
     def finish(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
         """The vocabulary (so `generate` needs no data), a text sample, and attention maps."""
-        from sweeplab.tasks.lm_artifacts import save_attention, save_sample, save_vocab
-
         save_vocab(self.dictionary, run_dir)
         save_sample(model, self.dictionary, run_dir, words=SAMPLE_WORDS, seed=self.cfg.seed)
         if hasattr(unwrap(model), "attention_maps"):

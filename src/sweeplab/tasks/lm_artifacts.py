@@ -12,11 +12,10 @@ from sweeplab.config import RunConfig, flatten
 from sweeplab.data.text import Dictionary
 from sweeplab.errors import UserError
 from sweeplab.limits import Limit
-from sweeplab.models.spec import VocabSpec
-from sweeplab.registry import MODELS
+from sweeplab.models.spec import VocabSpec, create_model
 from sweeplab.store import RunRow, Store, checkpoint
 from sweeplab.store.runfiles import read_run_file
-from sweeplab.tasks import capable, resolve, tasks_with
+from sweeplab.tasks.resolve import capable, resolve, tasks_with
 
 VOCAB_FILE = "vocab.txt"
 SAMPLE_FILE = "generated.txt"
@@ -59,7 +58,7 @@ def load_lm(store: Store, run: RunRow, device: str = "cpu") -> tuple[nn.Module, 
         raise UserError(f"run {run.id} has no finished checkpoint and vocabulary under {run_dir} (status {run.status})")
     cfg = resolve("lm", {**flatten(run.config), "device": "cpu"})  # a GPU-trained run reads on any machine
     dictionary = Dictionary(vocab.decode("utf8", errors="replace").splitlines())
-    model = MODELS.get(cfg.model_name, group="lm").obj(VocabSpec(len(dictionary)), cfg.model)
+    model = create_model("lm", cfg.model_name, VocabSpec(len(dictionary)), cfg.model)
     best = int(store.summary(run.id).get("best_epoch", 0))
     epoch = best if best in epochs else epochs[-1]
     model.load_state_dict(checkpoint.load_from_run(run_dir, epoch)["model"])

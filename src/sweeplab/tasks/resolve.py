@@ -52,6 +52,15 @@ def resolve(task_name: str, *layers: dict[str, Any], auto_device: str | None = N
     return cfg
 
 
+def capable(task: str, capability: str) -> bool:
+    """Whether runs of `task` can do `capability` (see Task.capabilities); False for a task not installed here."""
+    return task in TASKS and capability in TASKS.get(task).obj.capabilities
+
+
+def tasks_with(capability: str) -> list[str]:
+    return [name for name in TASKS.names() if capable(name, capability)]
+
+
 def _resolve_function(entry: Entry, merged: dict[str, Any], auto_device: str | None) -> RunConfig:
     """A function trainable's config: the run's seed and device, and the function's own keys."""
     given = {k: v for k, v in merged.items() if k not in RUN_KEYS}

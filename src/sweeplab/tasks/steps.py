@@ -15,7 +15,6 @@ from torch import nn
 
 from sweeplab.config import TrainConfig
 from sweeplab.data.sequences import TEST_SEED, seeded_rng
-from sweeplab.models import sequence as _sequence_models  # noqa: F401 - registers the models
 from sweeplab.models.spec import VectorSpec
 from sweeplab.registry import DATASETS
 from sweeplab.store import Metric
