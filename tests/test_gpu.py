@@ -8,8 +8,9 @@ from sweeplab.engine.launch import execute
 from sweeplab.engine.runner import RunOptions
 from sweeplab.engine.trainer import Trainer
 from sweeplab.models.device import get_device
+from sweeplab.registry import TASKS
 from sweeplab.store import open_store
-from sweeplab.tasks import TASKS, resolve
+from sweeplab.tasks import resolve
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 LM = {"data": "text", "model.emsize": 32, "model.nhid": 32, "model.dropout": 0.0, "optim.lr": 1.0,
