@@ -170,7 +170,7 @@ WIDTH = 1400  # a laptop screen: the report must read at this width without scro
 def page(report, tmp_path_factory: pytest.TempPathFactory):
     browser = DevTools(tmp_path_factory.mktemp("chromium-profile"))
     try:
-        session = open_page(browser, report.html)
+        session = open_page(browser, report.pages[0])
         browser.call("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": 900, "deviceScaleFactor": 1,
                                                             "mobile": False}, session=session)
         facts = browser.call("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True}, session=session)

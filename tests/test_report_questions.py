@@ -214,6 +214,10 @@ def test_a_two_axis_grid_pivots_rows_against_the_last_axis(tmp_path):
     assert [[c.text for c in row] for row in pivot.rows] == [
         ["model=rnn", "0.9000", "0.5000"], ["model=gru", "0.9500", "not run: no stored run"]]
     assert [c.best for c in pivot.rows[1]] == [False, True, False]
+    written = write_report([str(path)], store, tmp_path / "out")  # each result once: the pivot, not a flat copy
+    html, markdown = (p.read_text() for p in written.pages)
+    assert markdown.count("| model=rnn |") == 1 and "model=rnn,data.max_digits=5" not in markdown
+    assert "<details><summary>Every cell, with notes</summary>" in html  # the flat table, collapsed
 
 
 def test_a_27_cell_grid_draws_small_multiples_with_one_colour_per_variant(tmp_path):
@@ -250,7 +254,7 @@ def test_setup_and_summary_are_generated_from_the_runs(tmp_path):
     assert "model=lstm" in report.setup.fixed and "data=text" in report.setup.fixed
     assert [m.row for m in report.setup.models] == ["LSTM1", "LSTM2"]
     assert report.setup.models[0].layers.startswith("not rebuilt here: ")  # no dataset folder for data=text
-    html = written.html.read_text()
+    html = written.pages[0].read_text()
     assert html.index("<h2>Summary</h2>") < html.index("<h3>Questions</h3>") < html.index("<h3>Results</h3>")
     assert "<h3>Setup</h3>" in html and "Settings that vary" in html
 
@@ -287,3 +291,47 @@ def test_a_diverged_value_is_shown_by_its_size_not_its_300_digits():
     from sweeplab.report.values import fmt
 
     assert fmt(2.854094e306) == "2.85e+306" and fmt(20_722_478.0) == "20,722,478"
+
+
+def test_a_diverged_or_unfinished_run_is_never_bold(tmp_path):
+    """The diverged Transformer stepped fastest, and a running LSTM has the lowest perplexity so far: neither is
+    the column's best; the finished GRU is."""
+    store = store_at(tmp_path)
+    text = LM.replace("SEEDS", "1").replace("  - {title: Trainable params, metric: params}\n",
+                                            "  - {title: ms/batch, metric: train/ms_per_batch, aggregate: mean}\n")
+    path = write_experiment(tmp_path, text[:text.index("references:")], "lmq")
+    add_run(store, path, "TF", series={"train/ms_per_batch": [5.0], "train/loss": [float("inf")]}, status="diverged")
+    add_run(store, path, "LSTM1", series={"train/ms_per_batch": [30.0], "test/ppl": [90.0]}, status="running")
+    add_run(store, path, "GRU1", series={"train/ms_per_batch": [20.0], "test/ppl": [110.0]})
+    add_run(store, path, "LSTM2", series={"train/ms_per_batch": [25.0], "test/ppl": [130.0]})
+    table = report_of(path, store).table
+    bold = {row[0].text: [c.text for c in row[1:] if c.best] for row in table.rows}
+    assert bold["TF"] == [] and bold["LSTM1"] == []
+    assert len(bold["GRU1"]) == 2  # the lowest finished perplexity and ms/batch
+
+
+def test_counts_agree_with_their_nouns_and_a_step_count_has_no_decimals(tmp_path):
+    store = store_at(tmp_path)
+    text = TOY.replace("variants: {numpy: {model: mlp_numpy}, torch: {model: mlp}}", "variants: {torch: {model: mlp}}")
+    text = text.replace("{title: Convergence epoch, metric: convergence_epoch}]", "{title: Params, metric: params}]")
+    text += "references:\n  - {row: torch, column: Params, value: 12000, source: course}\n"
+    path = write_experiment(tmp_path, text, "toyq")
+    add_run(store, path, "torch", series={"test/acc": [0.5, 0.9, 0.99, 0.99]})
+    report = report_of(path, store)
+    assert "1 cell, 1 run (1 finished)" in report.meta_line() and "1 of 1 cell finished" in report.summary_line()
+    assert [s.text for s in report.analysis if s.topic == "Status"] == ["The run finished."]
+    row = [c.text for c in report.table.rows[0]]
+    assert row[row.index("12,000 [1]") + 1] == "+345"  # a parameter count minus the course's: no decimals
+
+
+def test_a_diverged_curve_does_not_set_the_axes_range():
+    from matplotlib.figure import Figure
+
+    from sweeplab.report.figures import _finish_axes
+
+    ax = Figure().subplots()
+    ax.plot([1, 2, 3], [2.0, 1.5, 1.0])
+    ax.plot([1, 2, 3], [2.0, 1e30, 1e204])  # the diverged run
+    _finish_axes(ax, "train/loss", "epoch", calm=[2.0, 1.5, 1.0])
+    low, high = ax.get_ylim()
+    assert 0.9 <= low < 1.0 and 2.0 < high <= 2.1 and ax.get_yscale() == "linear"

@@ -427,15 +427,19 @@ def data_fetch(name: str = typer.Argument(...)) -> None:
 def report(targets: list[str] = typer.Argument(..., metavar="EXPERIMENT.yaml|SWEEP_NAME",
                                                 help="experiment files or stored sweep names"),
            out_dir: Path | None = typer.Option(None, "--out", help="output folder (default reports/NAME)"),
+           fmt: str = typer.Option("html", "--format", help="html: index.html and report.md; pdf: those and "
+                                                             "report.pdf (headless Chromium); latex: report.tex, a "
+                                                             "booktabs fragment per table, figures as PDF"),
            store: str | None = STORE, artifacts: str | None = ARTIFACTS,
            plugin: list[str] | None = PLUGINS) -> None:
-    """index.html (self-contained), report.md and figures/ from the run store only."""
+    """index.html (self-contained) and report.md, or report.tex, with figures/, from the run store only."""
     use_plugins(plugin)
     from sweeplab.report.build import default_out_dir, write_report
     from sweeplab.store import open_store
 
-    written = write_report(targets, open_store(store, use_artifacts(artifacts)), out_dir or default_out_dir(targets))
-    print(f"report: {written.html} and {written.markdown} ({len(written.figures)} figure files)")
+    written = write_report(targets, open_store(store, use_artifacts(artifacts)), out_dir or default_out_dir(targets),
+                           fmt)
+    print(f"report: {' and '.join(map(str, written.pages))} ({len(written.figures)} figure files)")
 
 
 # ------------------------------------------------------------------------------------------- sweep

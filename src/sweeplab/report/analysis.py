@@ -26,6 +26,7 @@ from sweeplab.report.values import (
     fmt_mean,
     fmt_value,
     integral,
+    plural,
     short,
 )
 
@@ -244,7 +245,7 @@ def status_sentences(spec: ReportSpec, cells: list[CellData], common_note: str |
                                "trained again).") for cell in cells for run in cell.extra.get("adopted", [])]
     missing = [cell.label for cell in cells if not cell.runs]
     if missing:
-        out.append(Sentence("Status", f"Not run: {', '.join(missing)} ({len(missing)} of {len(cells)} cells have no "
+        out.append(Sentence("Status", f"Not run: {', '.join(missing)} ({len(missing)} of {plural(len(cells), 'cell')} have no "
                                       f"stored run under sweep {spec.name!r})."))
     short_of = [f"{cell.label} ({len(cell.runs)})" for cell in cells if 0 < len(cell.runs) < spec.seeds]
     if short_of:
@@ -255,8 +256,8 @@ def status_sentences(spec: ReportSpec, cells: list[CellData], common_note: str |
                                       f"{', '.join(extra)}."))
     finished = sum(run.row.status == "finished" for _, run in runs)
     if runs and finished == len(runs) and not missing:
-        out.append(Sentence("Status", f"All {len(runs)} runs finished."))
-    return out
+        out.append(Sentence("Status", "The run finished." if len(runs) == 1 else f"All {len(runs)} runs finished."))
+    return [Sentence("Status", " ".join(s.text for s in out))] if out else []  # one topic, said once
 
 
 def unfinished_text(name: str, run: RunData) -> str:

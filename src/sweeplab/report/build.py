@@ -14,8 +14,10 @@ from sweeplab.report.analysis import analyse
 from sweeplab.report.collect import collect
 from sweeplab.report.figures import ImageBlock, SvgBlock, create_blocks
 from sweeplab.report.html import render_html
+from sweeplab.report.latex import render_latex
 from sweeplab.report.markdown import render_markdown
 from sweeplab.report.model import ExperimentReport, ReportMeta
+from sweeplab.report.pdf import print_pdf
 from sweeplab.report.questions import answer_questions
 from sweeplab.report.selection import selection_note
 from sweeplab.report.setup import describe_setup
@@ -30,8 +32,7 @@ FIGURES_MANIFEST = ".sweeplab-figures"  # in figures/: the files the last report
 
 @dataclass(frozen=True)
 class Written:
-    html: Path
-    markdown: Path
+    pages: list[Path]  # index.html and report.md (and report.pdf), or report.tex
     figures: list[Path]
 
 
@@ -51,8 +52,15 @@ def build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
                             describe_setup(cells))
 
 
-def write_report(targets: Iterable[str], store: Store, out_dir: Path) -> Written:
+# html: index.html and report.md; pdf: those and report.pdf, printed by Chromium; latex: report.tex, tables/*.tex,
+# figures as PDF
+FORMATS = ("html", "pdf", "latex")
+
+
+def write_report(targets: Iterable[str], store: Store, out_dir: Path, fmt: str = "html") -> Written:
     """Read every target first (a bad one fails before anything is written), then write the report."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format: {fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
     check_out_dir(out_dir)
     specs: dict[str, ReportSpec] = {}
     for target in targets:
@@ -60,18 +68,32 @@ def write_report(targets: Iterable[str], store: Store, out_dir: Path) -> Written
         specs.setdefault(spec.name, spec)  # the same experiment named twice is reported once
     reports = [build_experiment(spec, store) for spec in specs.values()]
     meta = ReportMeta(redact(store.url), time.time(), _version())
-    html, markdown = out_dir / "index.html", out_dir / "report.md"
     writer = _Writer()
     try:
         writer.made = io.make_folders(out_dir / "figures")
-        figures = write_figures(reports, out_dir / "figures", writer)
-        writer.write(html, render_html(reports, meta).encode("utf8"))
-        writer.write(markdown, render_markdown(reports, meta).encode("utf8"))
+        figures = write_figures(reports, out_dir / "figures", writer, pdf=fmt == "latex")
+        if fmt == "latex":
+            main, fragments = render_latex(reports, meta)
+            writer.made = io.make_folders(out_dir / "tables") + writer.made
+            for name, text in fragments.items():
+                writer.write(out_dir / "tables" / name, text.encode("utf8"))
+            pages = {out_dir / "report.tex": main}
+        else:
+            pages = {out_dir / "index.html": render_html(reports, meta), out_dir / "report.md": render_markdown(reports, meta)}
+        for path, text in pages.items():
+            writer.write(path, text.encode("utf8"))
+        if fmt == "pdf":  # the page as printed: written once index.html is there to print
+            pdf = out_dir / "report.pdf"
+            writer.write(pdf, print_pdf(out_dir / "index.html"))
+            pages[pdf] = ""
+    except UserError:  # Chromium missing or failing: no half report stays
+        writer.undo()
+        raise
     except OSError as exc:  # permissions, a full disk: the user's to fix, so one line naming the file
         writer.undo()
         raise UserError(no_space_message(exc) or
                         f"report: cannot write {exc.filename or out_dir}: {exc.strerror or type(exc).__name__}") from None
-    return Written(html, markdown, figures)
+    return Written(list(pages), figures)
 
 
 class _Writer:
@@ -106,11 +128,12 @@ def check_out_dir(out_dir: Path) -> None:
         raise UserError(f"report: cannot make the folder --out {out_dir}: {blocker} is a file, not a folder")
 
 
-def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer) -> list[Path]:
-    """figures/ gets this report's figures; an earlier report's figures that this one no longer draws are
-    removed. Only files a report wrote (listed in the manifest) are ever removed: others are the user's."""
-    written = [_write_figure(block, folder, writer) for report in reports for block in report.blocks
-               if isinstance(block, SvgBlock | ImageBlock)]
+def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer, *, pdf: bool = False) -> list[Path]:
+    """figures/ gets this report's figures (`pdf`: the drawn ones as PDF, for LaTeX); an earlier report's figures
+    that this one no longer draws are removed. Only files a report wrote (listed in the manifest) are ever removed:
+    others are the user's."""
+    written = [_write_figure(block, folder, writer, pdf) for report in reports for block in report.blocks
+               if isinstance(block, SvgBlock | ImageBlock) and not (pdf and not getattr(block, "pdf", b""))]
     names = {p.name for p in written}
     for stale in _manifest(folder) - names:
         (folder / stale).unlink(missing_ok=True)
@@ -118,8 +141,11 @@ def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer
     return written
 
 
-def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer) -> Path:
-    if isinstance(block, SvgBlock):
+def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer, pdf: bool) -> Path:
+    if pdf:
+        path = folder / f"{block.name}.pdf"
+        writer.write(path, block.pdf)
+    elif isinstance(block, SvgBlock):
         path = folder / f"{block.name}.svg"
         writer.write(path, ('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg).encode("utf8"))
     else:
@@ -137,7 +163,7 @@ def _manifest(folder: Path) -> set[str]:
         lines = manifest.read_text(encoding="utf8").splitlines()
     except (OSError, UnicodeDecodeError):
         return set()  # a damaged manifest: keep every file rather than guess
-    return {n for n in lines if n == Path(n).name and not n.startswith(".") and n.endswith((".svg", ".png"))}
+    return {n for n in lines if n == Path(n).name and not n.startswith(".") and n.endswith((".svg", ".png", ".pdf"))}
 
 
 def not_run_reason(spec: ReportSpec, label: str) -> str:

@@ -49,6 +49,7 @@ class SvgBlock:
     name: str  # file stem under figures/
     caption: str
     svg: str  # <svg ...>...</svg>, without the XML prolog
+    pdf: bytes = b""  # the same figure as PDF, for the LaTeX report
 
 
 @dataclass
@@ -195,7 +196,9 @@ def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], c
             if _curve(ax, metric, cell, colour):
                 shown[line] = None
             diverged |= _mark_divergence(ax, metric, cell, colour)
-        _finish_axes(ax, title, _x_name(metric, cells))
+        calm = [p.value for cell in cells for run in cell.runs if run.divergence() is None
+                for p in run.series.get(metric, []) if math.isfinite(p.value)]
+        _finish_axes(ax, title, _x_name(metric, cells), calm)
         if ylabel and ax in axes[::cols]:
             ax.set_ylabel(mathtext_safe(ylabel))
     for ax in axes[len(layout):]:
@@ -205,7 +208,7 @@ def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], c
         handles.append(Line2D([], [], color="black", marker="x", ls="none", label="diverged"))
     fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
     name = ctx.name(what)
-    return SvgBlock(name, caption, svg_text(fig, name))
+    return drawn(name, caption, fig)
 
 
 def _curve(ax: Axes, metric: str, cell: CellData, color: tuple) -> bool:
@@ -268,14 +271,25 @@ def _xy(points: list[Point], by_step: bool) -> tuple[list[float], list[float]]:
     return [p.step if by_step else p.epoch for p in points], [p.value for p in points]
 
 
-def _finish_axes(ax: Axes, title: str, xlabel: str) -> None:
+def _finish_axes(ax: Axes, title: str, xlabel: str, calm: list[float]) -> None:
+    """Title, labels, grid; the y range is that of the runs that did not diverge (`calm`), when there are any: a
+    diverged run's 1e+204 would flatten every other curve into one line (its line leaves the top, its × marks
+    where)."""
     ax.set_title(mathtext_safe(title), fontsize=9)
     ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
     ax.grid(alpha=0.3)
-    ys = [y for line in ax.get_lines() for y in line.get_ydata() if math.isfinite(y)]
-    if ys and min(ys) > 0 and max(ys) / min(ys) > 20:  # perplexities that start in the thousands
+    ys = calm or [y for line in ax.get_lines() for y in line.get_ydata() if math.isfinite(y)]
+    log = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 20  # perplexities that start in the thousands
+    if log:
         ax.set_yscale("log")
+    if calm:
+        low, high = min(calm), max(calm)
+        if log:
+            ax.set_ylim(low / 1.3, high * 1.3)
+        else:
+            pad = (high - low) * 0.05 or abs(high) * 0.05 or 0.05
+            ax.set_ylim(low - pad, high + pad)
 
 
 # ------------------------------------------------------------------------------------- versus
@@ -314,7 +328,7 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
         handles = [Line2D([], [], color=ctx.colour(line), marker="o", label=mathtext_safe(line or title))
                    for line in lines]
         fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
-    return [SvgBlock(ctx.name(f"versus-{fs.x}"), caption, svg_text(fig, ctx.names[-1]))]
+    return [drawn(ctx.name(f"versus-{fs.x}"), caption, fig)]
 
 
 def _versus_line(ax: Axes, points: dict, order: list, numeric: bool, colour: tuple) -> None:
@@ -432,6 +446,14 @@ def _why_absent(run: RunData, name: str, refused: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------ helpers
+def drawn(name: str, caption: str, fig: Figure) -> SvgBlock:
+    """A figure of the report: SVG for the page, PDF for LaTeX (no creation date: the same runs, the same bytes)."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(STYLE):
+        fig.savefig(buffer, format="pdf", metadata={"CreationDate": None})
+    return SvgBlock(name, caption, svg_text(fig, name), buffer.getvalue())
+
+
 def svg_text(fig: Figure, salt: str) -> str:
     """The figure as SVG markup for inlining: text kept as text, ids unique per figure, no date."""
     buffer = io.BytesIO()

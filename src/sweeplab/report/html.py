@@ -44,6 +44,18 @@ details > summary { cursor: pointer; color: var(--accent); margin: .6rem 0; }
 .setup dt { font-weight: 600; } .setup dd { margin: 0 0 .5rem 1.2rem; }
 table.results.models td { text-align: left; }
 p.sources { color: var(--muted); font-size: .85rem; margin-top: 0; }
+@page { size: A4; margin: 14mm 12mm; }
+@media print {
+  body { max-width: none; margin: 0; padding: 0; font-size: 11px; }
+  section.experiment { break-before: page; }
+  table.results { font-size: 8.5px; width: 100%; table-layout: auto; }
+  table.results th, table.results td { padding: .15rem .3rem; overflow-wrap: anywhere; }
+  table.results tr, figure, dl.answers dd { break-inside: avoid; }
+  h2, h3 { break-after: avoid; }
+  details > summary { display: none; }
+  details:not([open]) { display: none; }
+  pre.sample { max-height: none; overflow: visible; }
+}
 """
 
 

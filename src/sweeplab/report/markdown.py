@@ -33,9 +33,10 @@ def render_experiment(report: ExperimentReport) -> list[str]:
     if report.answers:
         lines += ["### Questions", ""] + [f"- **{md(a.ask)}** {md(a.text)}" for a in report.answers] + [""]
     lines += ["### Results", ""]
-    for table in report.pivots:
+    for table in report.pivots:  # a grid's pivots hold every result (the HTML keeps the flat table, collapsed)
         lines += [*render_table(table), ""]
-    lines += render_table(report.table)
+    if not report.pivots:
+        lines += render_table(report.table)
     if report.blocks:
         lines += ["", "### Figures"]
         for block in report.blocks:

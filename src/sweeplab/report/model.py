@@ -12,6 +12,7 @@ from sweeplab.report.questions import Answer
 from sweeplab.report.setup import Setup
 from sweeplab.report.spec import ReportSpec
 from sweeplab.report.tables import ResultTable
+from sweeplab.report.values import plural
 
 
 @dataclass
@@ -39,7 +40,7 @@ class ExperimentReport:
         counts = Counter(states)
         done = counts.pop("finished", 0)
         rest = ", ".join(f"{n} {state}" for state, n in counts.most_common())
-        return f"{done} of {len(self.cells)} cells finished" + (f", {rest}" if rest else "")
+        return f"{done} of {plural(len(self.cells), 'cell')} finished" + (f", {rest}" if rest else "")
 
     def summary_line(self) -> str:
         """The main question's answer and the state of the cells (reduced scale said), for the top."""
@@ -60,7 +61,7 @@ class ExperimentReport:
         parts = [f"sweep {self.spec.name}", f"task {self.spec.task or 'unknown'}"]
         if self.spec.scale:
             parts.append(f"scale {self.spec.scale}")
-        parts.append(f"{len(self.cells)} cells, {runs} runs" + (f" ({states})" if states else ""))
+        parts.append(f"{plural(len(self.cells), 'cell')}, {plural(runs, 'run')}" + (f" ({states})" if states else ""))
         parts.append(f"experiment read from {self.spec.source}")
         return " · ".join(parts)
 

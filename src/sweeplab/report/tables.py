@@ -16,6 +16,7 @@ from sweeplab.report.values import (
     CellValue,
     cell_value,
     direction,
+    ended_value,
     fmt_cell,
     integral,
     label_value,
@@ -59,7 +60,9 @@ def reference_text(ref: Reference, ours: CellValue, sources: list[str]) -> tuple
     note = f"; {ref.note}" if ref.note else ""
     if ref.value is None:
         return f"empty in the source{mark}{note}", "—"
-    diff = f"{ours.mean - ref.value:+,.2f}" if ours.mean is not None else "— (no value of ours)"
+    counts = ours.mean is not None and ours.mean == int(ours.mean) and ref.value == int(ref.value)  # steps, params
+    diff = (f"{ours.mean - ref.value:+,.{0 if counts else 2}f}" if ours.mean is not None
+            else "— (no value of ours)")
     theirs = f"{int(ref.value):,}" if ref.value == int(ref.value) else f"{ref.value:,}"  # as the source prints it
     return f"{theirs}{mark}{note}", diff
 
@@ -131,7 +134,7 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
             if ref:
                 theirs, diff = reference_text(ref, cv, sources)
                 text += f" (reference {theirs}; ours − reference {diff})"
-            best = bool(sign) and cv.has_value and cv.mean == _column_best(values, x, sign)
+            best = bool(sign) and ended_value(cv) and cv.mean == _column_best(values, x, sign)
             out.append(TableCell(text, best=best, missing=not cv.has_value))
         rows.append(out)
     row_title = "Variant" if spec.variants else ", ".join(list(spec.axes)[:-1])
@@ -141,7 +144,7 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
 
 def _column_best(values: dict[tuple[str, str], CellValue], x: str, sign: int) -> float | None:
     """The best mean at one value of the axis (bold in the pivot), when two or more rows have one."""
-    means = [v.mean for (_, at), v in values.items() if at == x and v.mean is not None]
+    means = [v.mean for (_, at), v in values.items() if at == x and ended_value(v)]
     return (max if sign > 0 else min)(means) if len(means) > 1 else None
 
 
@@ -153,7 +156,7 @@ def _best_index(column: Column, values: list[CellValue]) -> set[int]:
     """The rows with the best mean (all of them on a tie), when the metric has a direction and
     at least two rows have numbers."""
     sign = direction(column.metric)
-    scored = {i: v.mean * sign for i, v in enumerate(values) if v.mean is not None}
+    scored = {i: v.mean * sign for i, v in enumerate(values) if ended_value(v)}
     if not sign or len(scored) < 2:
         return set()
     top = max(scored.values())

@@ -125,6 +125,12 @@ class CellValue:
         return self.mean is not None
 
 
+def ended_value(cv: CellValue) -> bool:
+    """A value that may be bold, or win: every run in its mean ended finished (none diverged, none still
+    running or interrupted, whose partial numbers are tagged)."""
+    return cv.has_value and not cv.tags
+
+
 def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int | None = None,
                expected: int = 1, threshold: float | None = None) -> CellValue:
     values, reasons, tags = [], [], []
@@ -162,6 +168,11 @@ def fmt(value: float, like: float | None = None) -> str:
     if ref >= 1e-3 or ref == 0:
         return f"{value:.4f}"
     return f"{value:.3g}"
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 cell`, `2 cells`: a count and its noun, agreeing."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def fmt_mean(cv: CellValue, integral: bool = False) -> str:
