@@ -244,3 +244,18 @@ def test_the_example_loop_sweeps_learning_rates_and_reports(tmp_path, store_url)
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Which learning rate trains best?" in text and "| 0.01 |" in text and "built by the training function" in text
+
+
+def test_the_planners_calibration_ends_a_function_through_should_stop(tmp_path, store_url):
+    """A loop that reads no `epochs` but asks `run.should_stop()` is calibrated on one epoch, not forever."""
+    (tmp_path / "forever.py").write_text(
+        "import itertools\nfrom pydantic import BaseModel\n\nclass Config(BaseModel):\n    epochs: int = 5\n\n"
+        "def main(config: Config, run):\n    for epoch in itertools.count(1):\n"
+        "        run.log(step=epoch, epoch=epoch, loss=1.0 / epoch)\n        if run.should_stop():\n            return\n")
+    spec = {"name": "forever", "task": "forever.py:main", "variants": {"only": {}},
+            "columns": [{"title": "Loss", "metric": "train/loss"}]}
+    (tmp_path / "forever.yaml").write_text(yaml.safe_dump(spec))
+    proc = sweeplab("sweep", "forever.yaml", "--budget", "1m", "--plan", "--store", store_url, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "/epoch of the function, timed whole" in proc.stdout and "5 of 5 epochs" in proc.stdout
+    assert open_store(store_url).list_runs() == []  # a plan trains nothing in the store

@@ -45,7 +45,7 @@ class RunHandle:
     """The handle a training function receives as its second argument (sweeplab.tasks.function.Run)."""
 
     def __init__(self, task: FunctionTask, store: Store, run_id: str, *, quiet: bool = True,
-                 watchdog: Watchdog | None = None):
+                 watchdog: Watchdog | None = None, stop_after_epoch: int | None = None):
         cfg = task.cfg
         self.id, self.dir = run_id, store.run_dir(run_id)
         self.seed, self.device = cfg.seed, task.device
@@ -58,6 +58,7 @@ class RunHandle:
         self._saved = 0  # number of the newest checkpoint
         self._started = False  # the first log, save or restore decides what an earlier attempt's history becomes
         self.stopping = False
+        self._stop_after_epoch = stop_after_epoch  # the planner's calibration: one epoch is enough
         self.polls = False  # the function asks should_stop(): a signal then ends it at its next question
 
     # -- what the function calls -------------------------------------------------------------------
@@ -115,9 +116,11 @@ class RunHandle:
         return found["state"]
 
     def should_stop(self) -> bool:
+        """True once Ctrl-C or SIGTERM asked the run to end (it is then `interrupted`, resumable), or, in the
+        planner's calibration, once the first epoch is logged."""
         self.polls = True
         self._watchdog.beat()
-        return self.stopping
+        return self.stopping or (self._stop_after_epoch is not None and self.epoch >= self._stop_after_epoch)
 
     def summarize(self, **values: Any) -> None:
         """Summary values beside the last logged metrics (e.g. `params=n`): the report's tables can show them."""
@@ -145,9 +148,10 @@ class RunHandle:
         self._recorder.close()
 
 
-def train_function(task: FunctionTask, store: Store, run_id: str, *, quiet: bool, watchdog: Watchdog) -> str:
+def train_function(task: FunctionTask, store: Store, run_id: str, *, quiet: bool, watchdog: Watchdog,
+                   stop_after_epoch: int | None = None) -> str:
     """Call the function; the run's row then says how it ended (finished, diverged, interrupted, failed)."""
-    run = RunHandle(task, store, run_id, quiet=quiet, watchdog=watchdog)
+    run = RunHandle(task, store, run_id, quiet=quiet, watchdog=watchdog, stop_after_epoch=stop_after_epoch)
     status, error = "finished", None
     try:
         with _stop_on_signal(run):

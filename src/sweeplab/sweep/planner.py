@@ -79,6 +79,7 @@ class Calibration:
     eval_logs: int = 1  # records written per evaluation (one per split)
     final_logs: int = 1  # records written at the end (final splits)
     log_every: int = 0  # steps between interval records ("step" split), 0 = none
+    whole_epochs: bool = False  # a training function's: `step_s` is one whole epoch, set-up and evaluation included
 
     def cost(self, steps: int) -> float:
         """Seconds for a run of `steps` optimizer steps."""
@@ -133,8 +134,9 @@ def calibrate(cell: Cell, *, warm_up: bool = True) -> Calibration:
 
 
 def _calibrate_function(cell: Cell, device: Any) -> Calibration:
-    """A training function's cost: one epoch (its config's `epochs` field set to 1), timed whole in a throwaway
-    store; every epoch of the cell is then counted at that cost (its set-up included: an overestimate)."""
+    """A training function's cost: one epoch (its config's `epochs` field set to 1, and `run.should_stop()` true
+    once an epoch is logged), timed whole in a throwaway store; every epoch of the cell is then counted at that
+    cost (its set-up included: an overestimate)."""
     from dataclasses import replace
 
     from sweeplab.engine.runner import seed_everything
@@ -154,12 +156,13 @@ def _calibrate_function(cell: Cell, device: Any) -> Calibration:
         run_id = store.create_run(key="calibration", name="calibration", task=cfg.task, config={}, env={})
         seed_everything(cfg.seed)
         start = time.perf_counter()
-        status = train_function(task_cls(cfg, device), store, run_id, quiet=True, watchdog=Watchdog.off())
+        status = train_function(task_cls(cfg, device), store, run_id, quiet=True, watchdog=Watchdog.off(),
+                                stop_after_epoch=1)
         epoch_s = time.perf_counter() - start
         if status != "finished":
             raise UserError(f"its one-epoch calibration ended {status}: {store.get_run(run_id).error}")
     return Calibration(setup_s=0.0, step_s=epoch_s, eval_s=0.0, checkpoint_s=0.0, final_s=0.0, batches_per_epoch=1,
-                       eval_interval=1, final_logs=0)
+                       eval_interval=1, final_logs=0, whole_epochs=True)
 
 
 def _time_evaluation(task: Any, model: Any, splits: tuple[str, ...], rate: list[float]) -> float:
@@ -407,6 +410,8 @@ def _describe(calibration: Calibration | str, took_s: float) -> str:
     if isinstance(calibration, str):
         return f"failed: {calibration}"
     c = calibration
+    if c.whole_epochs:
+        return f"{_duration(c.step_s)}/epoch of the function, timed whole (took {_duration(took_s)})"
     return (f"{_duration(c.step_s)}/step x {c.batches_per_epoch} steps/epoch, evaluation {_duration(c.eval_s)}, "
             f"end {_duration(c.final_s)} (took {_duration(took_s)})")
 
