@@ -252,11 +252,11 @@ def test_convergence_the_experiments_threshold_wins_in_table_and_analysis(tmp_pa
     written = write_report([str(path)], store, tmp_path / "out")
     report = build_experiment(load_target(str(path), store), store)
     rows = table_rows(report)
-    assert list(rows) == ["5", "10", "15"] and report.table.header[0] == "data.length"  # a 1-axis grid
+    assert list(rows) == ["5", "10", "15"] and report.table.header[0] == "length"  # a 1-axis grid, headed by the key's last part
     assert rows["5"]["Converged at"] == "200" and rows["15"]["Converged at"] == "400"
     assert rows["10"]["Converged at"] == "not converged by step 300 of 10,000 (valid/acc best 0.6000, below 0.9)"
     assert sentences(report, "Convergence") == [
-        "Fastest to converge: data.length=5 (step 200); slowest: data.length=15 (step 400), among the 2 "
+        "Fastest to converge: length=5 (step 200); slowest: length=15 (step 400), among the 2 "
         "configurations whose finished runs converged."]
     assert not report.pivots  # one axis: the table already is rows × metrics
     names = sorted(p.name for p in written.figures)

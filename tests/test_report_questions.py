@@ -126,12 +126,12 @@ def test_versus_with_reach_and_compare_at_a_grid_point(tmp_path):
             add_run(store, path, f"{variant},data.max_digits={digits}", series={"valid/acc": [acc], "test/acc": [acc]})
     report = report_of(path, store)
     assert answers(report)["Which cell adds 20-digit numbers?"] == (
-        "GRU has the highest Test exact match at data.max_digits=20: 0.9300, 0.5300 (132.5%) higher than the "
+        "GRU has the highest Test exact match at max_digits=20: 0.9300, 0.5300 (132.5%) higher than the "
         "runner-up RNN (0.4000).")
     assert answers(report)["Do more digits make it harder?"] == (
-        "Test exact match along data.max_digits: RNN: Test exact match ≥ 0.9 up to data.max_digits=10, not from "
-        "data.max_digits=20 on (0.9900 at 5, 0.9500 at 10, 0.4000 at 20); GRU: Test exact match ≥ 0.9 at every "
-        "data.max_digits up to 20 (1.000 at 5, 0.9700 at 10, 0.9300 at 20).")
+        "Test exact match along max_digits: RNN: Test exact match ≥ 0.9 up to max_digits=10, not from "
+        "max_digits=20 on (0.9900 at 5, 0.9500 at 10, 0.4000 at 20); GRU: Test exact match ≥ 0.9 at every "
+        "max_digits up to 20 (1.000 at 5, 0.9700 at 10, 0.9300 at 20).")
 
 
 # --------------------------------------------------------------------------------- per-run facts
@@ -163,7 +163,7 @@ def test_not_converged_beside_a_perfect_test_accuracy_says_why(tmp_path):
     add_run(store, path, "RNN,data.max_digits=5", series={"valid/acc": [0.5, 1.0, 0.97], "test/acc": [1.0]},
             summary={"converged": 0.0})
     report = report_of(path, store)
-    row = next(r for r in report.table.rows if r[0].text == "RNN,data.max_digits=5")
+    row = next(r for r in report.table.rows if r[0].text == "RNN, max_digits=5")
     assert row[1].text.endswith("(valid/acc reached 1.0000 but fell to 0.9700; it must stay ≥ 0.99)")
     assert row[2].text == "1.000"
 
@@ -210,7 +210,7 @@ def test_a_two_axis_grid_pivots_rows_against_the_last_axis(tmp_path):
         add_run(store, path, cell, series={"valid/acc": [acc], "test/acc": [acc]})
     report = report_of(path, store)
     (pivot,) = report.pivots
-    assert pivot.header == ["model", "data.max_digits=5", "data.max_digits=10"]
+    assert pivot.header == ["model", "max_digits=5", "max_digits=10"]
     assert [[c.text for c in row] for row in pivot.rows] == [
         ["model=rnn", "0.9000", "0.5000"], ["model=gru", "0.9500", "not run: no stored run"]]
     assert [c.best for c in pivot.rows[1]] == [False, True, False]
@@ -237,7 +237,7 @@ def test_a_27_cell_grid_draws_small_multiples_with_one_colour_per_variant(tmp_pa
     assert [len(re.findall(r'<g id="axes_\d+">', svg)) for svg in svgs] == [3, 3, 1]  # a panel per digits value
     assert all(svg.count("V8") == 1 for svg in svgs)  # one legend entry per variant, not one per cell
     for svg in svgs[:2]:
-        assert "data.max_digits=20" in svg and "Test exact match" not in svg
+        assert "max_digits=20" in svg and "Test exact match" not in svg
     assert "Test exact match" in svgs[2]  # the axis titled by the column, not `test/acc (final)`
     colours = [re.findall(r"stroke: (#[0-9a-f]{6})", svg) for svg in svgs]
     assert colours[0][:20] and set(colours[0]) & set(colours[2])  # the same palette, variant by variant
@@ -271,10 +271,10 @@ def test_rows_level_at_the_shown_precision_tie_and_win_nothing(tmp_path):
             add_run(store, path, f"{variant},data.max_digits={digits}", series={"valid/acc": [acc], "test/acc": [acc]})
     answer = answers(report_of(path, store))["Which cell adds 20-digit numbers?"]
     assert answer.startswith("GRU alone has the highest Test exact match at 1 of 3 grid points. ")
-    assert "data.max_digits=5: RNN and GRU tie at 1.000" in answer
-    assert "data.max_digits=10: RNN and GRU tie at 1.000" in answer  # 0.99999 shows as 1.000: no winner there
+    assert "max_digits=5: RNN and GRU tie at 1.000" in answer
+    assert "max_digits=10: RNN and GRU tie at 1.000" in answer  # 0.99999 shows as 1.000: no winner there
     trend = answers(report_of(path, store))["Do more digits make it harder?"]
-    assert "GRU: Test exact match ≥ 0.9 at every data.max_digits" in trend
+    assert "GRU: Test exact match ≥ 0.9 at every max_digits" in trend
 
 
 def test_a_series_level_to_the_shown_digits_has_no_trend():
@@ -335,3 +335,40 @@ def test_a_diverged_curve_does_not_set_the_axes_range():
     _finish_axes(ax, "train/loss", "epoch", calm=[2.0, 1.5, 1.0])
     low, high = ax.get_ylim()
     assert 0.9 <= low < 1.0 and 2.0 < high <= 2.1 and ax.get_yscale() == "linear"
+
+
+def test_labels_name_rows_axes_and_values_everywhere_people_read_them(tmp_path):
+    store = store_at(tmp_path)
+    variants = "{RNN: {model: rnn}, RNN_3layers: {model: rnn, model.nlayers: 3}}"
+    text = GRID.replace("{VARIANTS}", variants).replace("compare: [RNN, GRU]", "compare: [RNN, RNN_3layers]")
+    text += ('labels: {RNN_3layers: "RNN, 3 layers", data.max_digits: {title: digits, value: "{} digits"}}\n')
+    path = write_experiment(tmp_path, text, "gridq")
+    for variant, accs in (("RNN", (0.99, 0.95, 0.4)), ("RNN_3layers", (1.0, 0.97, 0.93))):
+        for digits, acc in zip((5, 10, 20), accs, strict=True):
+            add_run(store, path, f"{variant},data.max_digits={digits}", series={"valid/acc": [acc], "test/acc": [acc]})
+    report = report_of(path, store)
+    (pivot,) = report.pivots
+    assert pivot.header == ["Variant", "5 digits", "10 digits", "20 digits"]
+    assert [row[0].text for row in pivot.rows] == ["RNN", "RNN, 3 layers"]
+    said = " ".join(a.text for a in report.answers)
+    assert "RNN, 3 layers has the highest Test exact match at 20 digits" in said
+    assert "RNN_3layers" not in said and "data.max_digits" not in said
+    written = write_report([str(path)], store, tmp_path / "out")
+    versus = next(p for p in written.figures if "versus" in p.name).read_text()
+    assert "RNN, 3 layers" in versus and "digits" in versus and "RNN_3layers" not in versus
+
+
+def test_a_label_for_nothing_is_one_line(tmp_path):
+    import pytest
+
+    from sweeplab.errors import UserError
+    from sweeplab.sweep.expand import load_experiment
+
+    base = GRID.replace("{VARIANTS}", "{RNN: {model: rnn}, GRU: {model: gru}}")
+    for labels, says in (('{LSTM: "an LSTM"}', "labels: 'LSTM' is not a variant or an axis; accepted: RNN, GRU, "
+                                                "data.max_digits"),
+                         ('{data.max_digits: "digits"}', "labels.data.max_digits: an axis takes"),
+                         ('{data.max_digits: {value: "digits"}}', "needs exactly one {}")):
+        path = write_experiment(tmp_path, base + f"labels: {labels}\n", "gridq")
+        with pytest.raises(UserError, match=re.escape(says)):
+            load_experiment(path)

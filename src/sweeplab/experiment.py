@@ -105,6 +105,21 @@ class Figure(Spec):
         return self
 
 
+class AxisLabel(Spec):
+    """How an axis is called where people read it: `{title: digits, value: "{} digits"}` heads its column
+    "digits" and shows 9 as "9 digits"; `value` may instead map each value to its words."""
+
+    title: str = Field("", description="the axis's name in tables, figures and sentences (default: the key's last part)")
+    value: str | dict[str, str] = Field("", description="a format with {} for the value, or value -> words")
+
+    @field_validator("value")
+    @classmethod
+    def _one_slot(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        if isinstance(value, str) and value and value.count("{}") != 1:
+            raise ValueError(f"{brief(value)} needs exactly one {{}} where the value goes, e.g. '{{}} digits'")
+        return value
+
+
 class Scale(Spec):
     note: str = Field("", description="what this scale changes, shown with every run (e.g. '1 epoch, 20k tokens')")
     overrides: Layer = Field({}, description="dotted keys applied on top of base, variants and axes")
@@ -170,6 +185,8 @@ class Experiment(Spec):
     references: list[Reference] = Field([], description="numbers a named source reports for a row and column")
     plugins: list[str] = Field([], description="your own files or modules that register components, "
                                                "paths relative to this file")
+    labels: dict[str, Any] = Field({}, description="words people read: a variant's name -> its label "
+                                                  "(e.g. 'RNN, 3 layers'), an axis key -> {title, value} (AxisLabel)")
 
     @field_validator("name")
     @classmethod
@@ -241,6 +258,26 @@ class Experiment(Spec):
                 raise ValueError(f"questions[{i}]: {', '.join(map(repr, unknown))} is not a row or axis of this "
                                  f"experiment; accepted: {accepted}")
         return self
+
+    @model_validator(mode="after")
+    def _labels_name_rows_and_axes(self) -> Experiment:
+        for key, label in self.labels.items():
+            is_axis = key in self.axes
+            if key not in self.variants and not is_axis:
+                accepted = ", ".join([*self.variants, *self.axes]) or "(no variants or axes)"
+                raise ValueError(f"labels: {key!r} is not a variant or an axis; accepted: {accepted}")
+            if is_axis != isinstance(label, dict) or (not is_axis and not isinstance(label, str)):
+                want = "{title: ..., value: '{} ...'}" if is_axis else "a string"
+                raise ValueError(f"labels.{key}: {'an axis' if is_axis else 'a variant'} takes {want}")
+            if is_axis:
+                try:
+                    AxisLabel.model_validate(label)
+                except ValidationError as exc:
+                    raise ValueError(f"labels.{key}: {explain(exc)}") from None
+        return self
+
+    def axis_labels(self) -> dict[str, AxisLabel]:
+        return {key: AxisLabel.model_validate(label) for key, label in self.labels.items() if key in self.axes}
 
     @model_validator(mode="after")
     def _references_name_cells(self) -> Experiment:

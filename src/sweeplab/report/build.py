@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,13 @@ def build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
     selection = selection_note(cells)
     if selection:  # which split chose the checkpoints the numbers come from
         table.caption += f" — {selection}"
-    return ExperimentReport(spec, cells, table, create_blocks(spec, cells), analyse(spec, cells, columns, note),
-                            answer_questions(spec, cells, columns), build_pivots(spec, cells, columns),
-                            describe_setup(cells))
+    words = spec.labels.text  # the sentences name variants, axes and values as people read them
+    analysis = [replace(s, text=words(s.text)) for s in analyse(spec, cells, columns, note)]
+    answers = [replace(a, text=words(a.text)) for a in answer_questions(spec, cells, columns)]
+    setup = describe_setup(cells)
+    setup.models = [replace(m, row=spec.labels.cell(m.row)) for m in setup.models]
+    return ExperimentReport(spec, cells, table, create_blocks(spec, cells), analysis, answers,
+                            build_pivots(spec, cells, columns), setup)
 
 
 # html: index.html and report.md; pdf: those and report.pdf, printed by Chromium; latex: report.tex, tables/*.tex,

@@ -173,7 +173,8 @@ def curves(fs: FigureSpec, ctx: Context) -> list[Block]:
         return [_curve_figure(ctx, layout, caption, "curves", None)]
     blocks: list[Block] = []
     for metric in drawn:
-        layout = [(panel, metric, [c for c in ctx.cells if ctx.split(c.label)[1] == panel]) for panel in panels]
+        layout = [(ctx.spec.labels.cell(panel), metric, [c for c in ctx.cells if ctx.split(c.label)[1] == panel])
+                  for panel in panels]
         blocks.append(_curve_figure(ctx, layout, f"{caption}: {ctx.title(metric)}, a panel per grid point",
                                     f"curves-{metric}", ctx.title(metric)))
     return blocks
@@ -203,7 +204,7 @@ def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], c
             ax.set_ylabel(mathtext_safe(ylabel))
     for ax in axes[len(layout):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=ctx.colour(line), label=mathtext_safe(line)) for line in shown]
+    handles = [Line2D([], [], color=ctx.colour(line), label=mathtext_safe(ctx.spec.labels.cell(line))) for line in shown]
     if diverged:
         handles.append(Line2D([], [], color="black", marker="x", ls="none", label="diverged"))
     fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
@@ -298,7 +299,7 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
     """The metric against a config key (length, digits, lr): a line per variant, a panel per value of the
     other axes (shared axes); several seeds: mean with ±std error bars."""
     title = ctx.title(fs.metric, fs.aggregate)
-    caption = fs.title or f"{title} versus {fs.x}"
+    caption = fs.title or f"{title} versus {ctx.spec.labels.axis(fs.x)}"
     groups = versus_points(ctx.cells, fs.x, fs.metric, fs.aggregate)
     if not groups:
         return [NoteBlock(caption, f"no run has a value of {fs.metric} yet")]
@@ -317,15 +318,16 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
             if at == panel:
                 _versus_line(ax, points, order, numeric, ctx.colour(line))
                 lines[line] = None
-        _versus_axes(ax, order, numeric, fs.x)
+        _versus_axes(ax, order, numeric, ctx.spec.labels.axis(fs.x))
         if len(panels) > 1:
-            ax.set_title(mathtext_safe(panel), fontsize=9)
+            ax.set_title(mathtext_safe(ctx.spec.labels.cell(panel)), fontsize=9)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     for ax in axes[::cols]:
         ax.set_ylabel(mathtext_safe(title))
     if len(lines) > 1 or any(lines):
-        handles = [Line2D([], [], color=ctx.colour(line), marker="o", label=mathtext_safe(line or title))
+        handles = [Line2D([], [], color=ctx.colour(line), marker="o",
+                          label=mathtext_safe(ctx.spec.labels.cell(line) if line else title))
                    for line in lines]
         fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
     return [drawn(ctx.name(f"versus-{fs.x}"), caption, fig)]

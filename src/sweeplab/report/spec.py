@@ -21,6 +21,7 @@ from sweeplab.experiment import (
     experiment_from_spec,
     format_value,
 )
+from sweeplab.report.labels import Labels
 from sweeplab.store import Store
 from sweeplab.sweep.expand import load_experiment
 
@@ -48,6 +49,7 @@ class ReportSpec:
     variants: list[str] = field(default_factory=list)  # named rows, in table order
     axes: dict[str, list[str]] = field(default_factory=dict)  # grid axis -> its values, as labels write them
     references: list[Reference] = field(default_factory=list)  # numbers a named source reports for a cell
+    labels: Labels = field(default_factory=Labels)  # the words people read for variants, axes and values
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -104,6 +106,8 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         variants=list(experiment.variants),
         axes={key: [format_value(v) for v in values] for key, values in experiment.axes.items()},
         references=list(experiment.references),
+        labels=Labels({k: v for k, v in experiment.labels.items() if k in experiment.variants}, experiment.axis_labels(),
+                      {key: [format_value(v) for v in values] for key, values in experiment.axes.items()}),
     )
 
 

@@ -79,7 +79,8 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
     axis = _single_axis(spec)
     rows = []
     for i, cell in enumerate(cells):
-        row = [TableCell(label_value(cell.label, axis) or cell.label if axis else cell.label)]
+        value = label_value(cell.label, axis) if axis else None
+        row = [TableCell(spec.labels.cell(cell.label) if value is None else spec.labels.bare_value(axis, value))]
         for c in columns:
             cv = values[c][i]
             row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value))
@@ -90,7 +91,7 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
         rows.append(row)
-    header = [axis or ROW_TITLE]
+    header = [spec.labels.axis(axis) if axis else ROW_TITLE]
     for c in columns:
         header += [_header(c), *([f"{c.title} (reference)", "Ours − reference"] if c in referenced else [])]
     header += ["Notes"] if with_notes else []
@@ -123,7 +124,7 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
     sign = direction(column.metric)
     rows = []
     for row, xs in grid.items():
-        out = [TableCell(row)]
+        out = [TableCell(spec.labels.cell(row))]
         for x in spec.axes[axis]:
             cell, cv = xs.get(x), values.get((row, x))
             if cv is None:
@@ -137,9 +138,10 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
             best = bool(sign) and ended_value(cv) and cv.mean == _column_best(values, x, sign)
             out.append(TableCell(text, best=best, missing=not cv.has_value))
         rows.append(out)
-    row_title = "Variant" if spec.variants else ", ".join(list(spec.axes)[:-1])
-    caption = f"{column.title} ({column.metric}, {column.aggregate}): {row_title.lower()} × {axis}"
-    return ResultTable(caption, [row_title, *(f"{axis}={x}" for x in spec.axes[axis])], rows, sources=sources)
+    row_title = "Variant" if spec.variants else ", ".join(spec.labels.axis(k) for k in list(spec.axes)[:-1])
+    caption = f"{column.title} ({column.metric}, {column.aggregate}): {row_title.lower()} × {spec.labels.axis(axis)}"
+    header = [row_title, *(spec.labels.value(axis, x) for x in spec.axes[axis])]
+    return ResultTable(caption, header, rows, sources=sources)
 
 
 def _column_best(values: dict[tuple[str, str], CellValue], x: str, sign: int) -> float | None:
