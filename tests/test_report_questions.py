@@ -372,3 +372,20 @@ def test_a_label_for_nothing_is_one_line(tmp_path):
         path = write_experiment(tmp_path, base + f"labels: {labels}\n", "gridq")
         with pytest.raises(UserError, match=re.escape(says)):
             load_experiment(path)
+
+
+def test_a_scale_that_does_not_measure_a_metric_answers_nothing_about_it(tmp_path):
+    """The quick LM scale checks shapes: its 5-step perplexities are neither compared nor set against the
+    course's number."""
+    store = store_at(tmp_path)
+    text = LM.replace("SEEDS", "1") + ('scales:\n  quick: {note: "5 steps", overrides: {train.epochs: 1}, '
+                                       'measures: [params]}\n')
+    path = write_experiment(tmp_path, text, "lmq")
+    for cell, ppl in (("LSTM1", 292796.0), ("LSTM2", 4190.0), ("GRU1", 5000.0), ("TF", 6000.0)):
+        add_run(store, path, cell, series=lm_series([12.0], [11.0], ppl))
+    store.save_sweep("lmq", "lm", {"scale": "quick"}, "quick")
+    report = report_of(path, store)
+    for answer in report.answers:
+        assert not answer.answered and answer.text.startswith("Not answered at scale quick, which measures params")
+    row = next(r for r in report.table.rows if r[0].text == "LSTM1")
+    assert [c.text for c in row][2:4] == ["120.94 [1]", "— (not measured at scale quick)"]

@@ -123,6 +123,9 @@ class AxisLabel(Spec):
 class Scale(Spec):
     note: str = Field("", description="what this scale changes, shown with every run (e.g. '1 epoch, 20k tokens')")
     overrides: Layer = Field({}, description="dotted keys applied on top of base, variants and axes")
+    measures: list[str] | None = Field(None, description="the metrics this scale measures (e.g. [params] for a "
+                                       "shape check): no question on another is answered, no reference subtracted "
+                                       "from it; default: every metric")
 
 
 class Reference(Spec):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sweeplab.report.collect import CellData, Point, RunData, origin
 from sweeplab.report.facts import Convergence, convergence
 from sweeplab.report.questions import and_list, finished, gap_text, level_with_first, spread_text
-from sweeplab.report.spec import Column, ReportSpec
+from sweeplab.report.spec import Column, ReportSpec, measured
 from sweeplab.report.values import (
     CONVERGENCE_KEYS,
     CellValue,
@@ -64,7 +64,7 @@ def primary_column(columns: list[Column]) -> Column | None:
 
 
 def best_sentences(spec: ReportSpec, cells: list[CellData], columns: list[Column]) -> list[Sentence]:
-    primary = primary_column(columns)
+    primary = primary_column([c for c in columns if measured(spec, c.metric)])  # what this scale measures
     if primary is None:
         return []
     ranked = _ranked(cells, primary, spec.seeds)

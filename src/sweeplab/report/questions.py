@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sweeplab.experiment import Question, format_value
 from sweeplab.report.collect import CellData
-from sweeplab.report.spec import Column, ReportSpec, cell_key
+from sweeplab.report.spec import Column, ReportSpec, cell_key, measured
 from sweeplab.report.values import (
     CellValue,
     cell_value,
@@ -71,6 +71,10 @@ def measure_for(question: Question, columns: list[Column], spec: ReportSpec) -> 
 
 
 def answer(question: Question, spec: ReportSpec, cells: list[CellData], measure: Measure) -> Answer:
+    if not measured(spec, measure.metric):
+        what = ", ".join(spec.scales_measures[spec.scale or ""]) or "nothing to compare"
+        return Answer(question.ask, f"Not answered at scale {spec.scale}, which measures {what}, not "
+                                    f"{measure.title}: the answer waits for a scale that does.", False)
     if question.versus:
         return _versus(question, cells, measure)
     rows = {row: row_cells(row, cells, question) for row in question.rows()}

@@ -43,6 +43,7 @@ class ReportSpec:
     convergence_threshold: float | None = None  # analysis: accuracy that counts as converged
     plan: dict[str, Any] = field(default_factory=dict)  # the planner's plan, when stored
     scales_notes: dict[str, str] = field(default_factory=dict)  # scale -> its note, from the experiment file
+    scales_measures: dict[str, list[str]] = field(default_factory=dict)  # scale -> what it measures, when it says
     run_keys: set[str] = field(default_factory=set)  # keys of the runs the last `sweeplab sweep` asked for
     key_cells: dict[str, str] = field(default_factory=dict)  # each of those keys -> its cell label
     questions: list[Question] = field(default_factory=list)  # what the experiment asks; the first is the main one
@@ -102,6 +103,7 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         source=source,
         convergence_threshold=experiment.analysis.convergence_threshold,
         scales_notes={name: scale.note for name, scale in experiment.scales.items()},
+        scales_measures={name: scale.measures for name, scale in experiment.scales.items() if scale.measures is not None},
         questions=list(experiment.questions),
         variants=list(experiment.variants),
         axes={key: [format_value(v) for v in values] for key, values in experiment.axes.items()},
@@ -109,6 +111,12 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         labels=Labels({k: v for k, v in experiment.labels.items() if k in experiment.variants}, experiment.axis_labels(),
                       {key: [format_value(v) for v in values] for key, values in experiment.axes.items()}),
     )
+
+
+def measured(spec: ReportSpec, metric: str) -> bool:
+    """Whether the scale the table was run at measures `metric` (a quick scale may check shapes only)."""
+    measures = spec.scales_measures.get(spec.scale or "")
+    return measures is None or metric in measures
 
 
 # ------------------------------------------------------------------------------ cell matching

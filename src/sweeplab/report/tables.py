@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sweeplab.experiment import Reference
 from sweeplab.report.collect import CellData, origin
-from sweeplab.report.spec import Column, ReportSpec, cell_key
+from sweeplab.report.spec import Column, ReportSpec, cell_key, measured
 from sweeplab.report.values import (
     CellValue,
     cell_value,
@@ -87,6 +87,8 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
             if c in referenced:
                 ref = find_reference(refs, cell.label, c)
                 texts = reference_text(ref, cv, sources) if ref else ("no reference", "—")
+                if ref and not measured(spec, c.metric):  # ours is no measurement of it at this scale
+                    texts = (texts[0], f"— (not measured at scale {spec.scale})")
                 row += [TableCell(texts[0], reference=True), TableCell(texts[1], reference=True)]
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
@@ -134,6 +136,7 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
             ref = find_reference(refs, cell.label, column)
             if ref:
                 theirs, diff = reference_text(ref, cv, sources)
+                diff = diff if measured(spec, column.metric) else f"— (not measured at scale {spec.scale})"
                 text += f" (reference {theirs}; ours − reference {diff})"
             best = bool(sign) and ended_value(cv) and cv.mean == _column_best(values, x, sign)
             out.append(TableCell(text, best=best, missing=not cv.has_value))
