@@ -389,3 +389,21 @@ def test_a_scale_that_does_not_measure_a_metric_answers_nothing_about_it(tmp_pat
         assert not answer.answered and answer.text.startswith("Not answered at scale quick, which measures params")
     row = next(r for r in report.table.rows if r[0].text == "LSTM1")
     assert [c.text for c in row][2:4] == ["120.94 [1]", "— (not measured at scale quick)"]
+
+
+def test_a_metric_without_a_declared_direction_is_never_ranked(tmp_path):
+    """`params` has no direction: "highest params" would be a guess. `better:` in a column declares one."""
+    store = store_at(tmp_path)
+    text = LM.replace("SEEDS", "1").replace('{ask: "Does depth help?", compare: [LSTM1, LSTM2, GRU1]}',
+                                            '{ask: "Which is biggest?", compare: [LSTM1, LSTM2, GRU1], metric: params}')
+    path = write_experiment(tmp_path, text, "lmq")
+    for cell, params in (("LSTM1", 300.0), ("LSTM2", 100.0), ("GRU1", 200.0)):
+        add_run(store, path, cell, series=lm_series([5.0], [4.9], 120.0), summary={"params": params})
+    report = report_of(path, store)
+    said = answers(report)["Which is biggest?"]
+    assert said.startswith("Not ranked: which way Trainable params (params) is better is not declared")
+    assert not any(c.best for row in report.table.rows for c in row[4:5])  # the params column: nothing bold
+    declared = text.replace("{title: Trainable params, metric: params}",
+                            "{title: Trainable params, metric: params, better: lower}")
+    path = write_experiment(tmp_path, declared, "lmq")
+    assert answers(report_of(path, store))["Which is biggest?"].startswith("LSTM2 has the lowest Trainable params")

@@ -70,9 +70,12 @@ class Spec(BaseModel):
 class Column(Spec):
     title: str = Field(description="column header")
     metric: MetricName = Field(description="split/name of a metric series, or a summary key such as params")
-    aggregate: Aggregate = Field("final", description="how a run's series becomes one number; best = min for "
-                                                      "loss/ppl, max for accuracies")
+    aggregate: Aggregate = Field("final", description="how a run's series becomes one number; best: the best by "
+                                                      "the metric's declared direction")
     epoch: int | None = Field(None, ge=1, description="the epoch an at-epoch column reads")
+    better: Literal["higher", "lower"] | None = Field(None, description="which way the metric is better, for a metric "
+                                                     "its task does not declare (a training function's); without "
+                                                     "either it is shown, never ranked")
 
     @model_validator(mode="after")
     def _epoch_with_at_epoch(self) -> Column:

@@ -21,8 +21,9 @@ from sweeplab.report.pdf import print_pdf
 from sweeplab.report.questions import answer_questions
 from sweeplab.report.selection import selection_note
 from sweeplab.report.setup import describe_setup
-from sweeplab.report.spec import ReportSpec, load_target
+from sweeplab.report.spec import ReportSpec, directions, load_target
 from sweeplab.report.tables import build_pivots, build_table, common_note, default_columns
+from sweeplab.report.values import declared_directions
 from sweeplab.store import Store
 from sweeplab.store.db import redact
 
@@ -37,6 +38,11 @@ class Written:
 
 
 def build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
+    with declared_directions(directions(spec)):  # what is ranked, bolded and compared: declared, never guessed
+        return _build_experiment(spec, store)
+
+
+def _build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
     cells = collect(spec, store)
     for cell in cells:
         if not cell.runs:

@@ -75,6 +75,9 @@ def answer(question: Question, spec: ReportSpec, cells: list[CellData], measure:
         what = ", ".join(spec.scales_measures[spec.scale or ""]) or "nothing to compare"
         return Answer(question.ask, f"Not answered at scale {spec.scale}, which measures {what}, not "
                                     f"{measure.title}: the answer waits for a scale that does.", False)
+    if not measure.sign and not question.versus:  # ranking a metric with no declared direction would be a guess
+        return Answer(question.ask, f"Not ranked: which way {measure.title} ({measure.metric}) is better is not "
+                                    "declared (by the task, or by `better: higher` or `lower` in its column).", False)
     if question.versus:
         return _versus(question, cells, measure)
     rows = {row: row_cells(row, cells, question) for row in question.rows()}

@@ -21,6 +21,7 @@ from sweeplab.experiment import (
     experiment_from_spec,
     format_value,
 )
+from sweeplab.registry import TASKS
 from sweeplab.report.labels import Labels
 from sweeplab.store import Store
 from sweeplab.sweep.expand import load_experiment
@@ -111,6 +112,14 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         labels=Labels({k: v for k, v in experiment.labels.items() if k in experiment.variants}, experiment.axis_labels(),
                       {key: [format_value(v) for v in values] for key, values in experiment.axes.items()}),
     )
+
+
+def directions(spec: ReportSpec) -> dict[str, int]:
+    """Which way each metric is better: what the task declares (Task.directions, by name), then the columns'
+    `better:` (by key). A task not installed here declares nothing: its metrics are shown, never ranked."""
+    declared = dict(TASKS.get(spec.task).obj.directions) if spec.task in TASKS else {}
+    declared.update({c.metric: 1 if c.better == "higher" else -1 for c in spec.columns if c.better})
+    return declared
 
 
 def measured(spec: ReportSpec, metric: str) -> bool:

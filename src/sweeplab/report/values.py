@@ -5,26 +5,36 @@ nothing in the report is blank without saying why.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sweeplab.report.collect import CellData, Point, RunData
 from sweeplab.report.facts import convergence
 
-_HIGHER = ("acc", "exact", "f1", "auc", "_per_s", "precision", "recall")
-_LOWER = ("loss", "ppl", "perplexity", "err", "ms_per", "time", "convergence")
+_DIRECTIONS: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("directions", default=None)
 
 
 def direction(metric: str) -> int:
-    """+1 if higher is better, -1 if lower is better, 0 if neither (params, epochs)."""
-    name = metric.split("/")[-1].lower()
-    if any(word in name for word in _HIGHER):
-        return 1
-    if any(word in name for word in _LOWER) or name.endswith("_s"):
-        return -1
-    return 0
+    """+1 if higher is better, -1 if lower is better, 0 if undeclared (params, epochs, a function's own metric
+    without a column's `better:`): what `declared_directions` holds for the report being built, never a guess
+    from the name. A full key (`test/acc`) is looked up first, then its name (`acc`)."""
+    table = _DIRECTIONS.get() or {}
+    return table.get(metric, table.get(metric.split("/")[-1], 0))
+
+
+@contextmanager
+def declared_directions(directions: dict[str, int]) -> Iterator[None]:
+    """The directions `direction` reads while one experiment's report is built."""
+    token = _DIRECTIONS.set(directions)
+    try:
+        yield
+    finally:
+        _DIRECTIONS.reset(token)
 
 
 @dataclass(frozen=True)

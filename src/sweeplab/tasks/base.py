@@ -67,6 +67,10 @@ class Task:
     # "predict" (`predict(model, split)`: labelled predictions, for `compare`), "text" (a language model:
     # `generate`), "attention" (attention maps of its Transformer models: `attention`).
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Which way its metrics are better, by name (the part after `split/`, or a summary key): +1 higher, -1 lower.
+    # The report ranks, bolds and compares only what is declared here or by a column's `better:`.
+    directions: ClassVar[dict[str, int]] = {"loss": -1, "ms_per_batch": -1, "epoch_time_s": -1,
+                                            "samples_per_s": 1, "convergence_epoch": -1, "convergence_step": -1}
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:

@@ -59,6 +59,7 @@ class ImageTask(Task):
                 "optim.weight_decay": 5e-4, "train.epochs": 10, "train.batch_size": 128,
                 "train.eval_batch_size": 500, "train.schedule": "cosine", "train.log_every": 50}
     item_name = "images"
+    directions = {**Task.directions, "acc1": 1, "acc5": 1, "images_per_s": 1}
     monitor = "valid/loss"  # every dataset has a `valid` split: carved from the training images if need be
     eval_splits = ("valid",)
     final_splits = ("test",)

@@ -82,6 +82,7 @@ class LanguageModelTask(Task):
                 "train.epochs": 40, "train.batch_size": 20, "train.eval_batch_size": 10, "train.schedule": "plateau",
                 "train.keep_checkpoints": "best"}
     item_name = "tokens"
+    directions = {**Task.directions, "ppl": -1, "tokens_per_s": 1}
 
     corpus: Corpus
 

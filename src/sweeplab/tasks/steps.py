@@ -56,6 +56,7 @@ class StepTask(Task):
     the test set, scored once with the best weights, is the same for every run seed.
     """
     capabilities = frozenset({"steps"})
+    directions = {**Task.directions, "acc": 1, "digit_acc": 1}
 
     train_config = StepTrainConfig
     # The course report's settings: RMSprop, lr 1e-2, batch 128, clipping at max-norm 10, evaluation every 100 steps.

@@ -35,6 +35,7 @@ CONVERGED_WITHIN = 0.01  # convergence epoch: first evaluation within 1 point of
 class Toy2DTask(Task):
     """Toy 2D classification (moons, circles, classification): PyTorch MLP vs NumPy MLP."""
     capabilities = frozenset({"predict"})
+    directions = {**Task.directions, "acc": 1}
 
     name = "toy2d"
     train_config = TrainConfig
