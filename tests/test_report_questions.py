@@ -407,3 +407,15 @@ def test_a_metric_without_a_declared_direction_is_never_ranked(tmp_path):
                             "{title: Trainable params, metric: params, better: lower}")
     path = write_experiment(tmp_path, declared, "lmq")
     assert answers(report_of(path, store))["Which is biggest?"].startswith("LSTM2 has the lowest Trainable params")
+
+
+def test_every_source_of_a_cell_is_shown_and_one_at_other_settings_is_not_subtracted(tmp_path):
+    store = store_at(tmp_path)
+    text = LM.replace("SEEDS", "1").replace(
+        '  - {row: TF, column: Test PPL, value: null, source: "course report 000"}\n',
+        '  - {row: LSTM1, column: Test PPL, value: 100.0, source: "a 1080 blog", settings: "40 epochs, a GPU"}\n')
+    path = write_experiment(tmp_path, text, "lmq")
+    add_run(store, path, "LSTM1", series=lm_series([5.0], [4.9], 118.0))
+    row = {r[0].text: [c.text for c in r] for r in report_of(path, store).table.rows}["LSTM1"]
+    assert row[2] == "120.94 [1]; 100 [2] (at 40 epochs, a GPU)"
+    assert row[3] == "-2.94; — (other settings)"

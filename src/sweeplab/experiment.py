@@ -139,6 +139,8 @@ class Reference(Spec):
     value: float | None = Field(description="the source's number; null where the source leaves the cell empty")
     source: str = Field(min_length=1, description="where the number comes from, in words")
     note: str = Field("", description="what the reader should know about this number")
+    settings: str = Field("", description="where the source measured at other settings than the cell's (e.g. 'an "
+                                          "Nvidia 1080', 'lr 1e-2'): said with the number, never subtracted from ours")
 
 
 class Analysis(Spec):

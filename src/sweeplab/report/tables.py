@@ -44,12 +44,29 @@ class ResultTable:
     sources: list[str] = field(default_factory=list)  # where the reference values come from, numbered [1], [2]...
 
 
-def find_reference(refs: list[Reference], label: str, column: Column) -> Reference | None:
-    """The reference for a cell (by its label, or its variant's name: every grid point of it) and column."""
+def find_references(refs: list[Reference], label: str, column: Column) -> list[Reference]:
+    """Every reference for a cell (by its label, or its variant's name: every grid point of it) and column,
+    one per source."""
     def names_cell(ref: Reference) -> bool:
         return cell_key(ref.row) == cell_key(label) or label.partition(",")[0] == ref.row
 
-    return next((r for r in refs if names_cell(r) and r.column in (column.title, column.metric)), None)
+    return [r for r in refs if names_cell(r) and r.column in (column.title, column.metric)]
+
+
+def references_text(refs: list[Reference], ours: CellValue, sources: list[str], spec: ReportSpec,
+                    metric: str) -> tuple[str, str]:
+    """(every reference of a cell, ours minus each), `; `-separated. Nothing is subtracted from a number the
+    scale does not measure, nor from a reference measured at other settings (it says which)."""
+    texts, diffs = [], []
+    for ref in refs:
+        theirs, diff = reference_text(ref, ours, sources)
+        if ref.settings:
+            theirs, diff = f"{theirs} (at {ref.settings})", "— (other settings)"
+        elif ref.value is not None and not measured(spec, metric):
+            diff = f"— (not measured at scale {spec.scale})"
+        texts.append(theirs)
+        diffs.append(diff)
+    return "; ".join(texts), "; ".join(diffs)
 
 
 def reference_text(ref: Reference, ours: CellValue, sources: list[str]) -> tuple[str, str]:
@@ -74,7 +91,7 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
     counts = {c: integral(c.metric, values[c]) for c in columns}
     notes = [row_notes(cell, common_note, spec.seeds) for cell in cells]
     refs, sources = spec.references, []
-    referenced = [c for c in columns if any(find_reference(refs, cell.label, c) for cell in cells)]
+    referenced = [c for c in columns if any(find_references(refs, cell.label, c) for cell in cells)]
     with_notes = any(notes)
     axis = _single_axis(spec)
     rows = []
@@ -85,10 +102,8 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
             cv = values[c][i]
             row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value))
             if c in referenced:
-                ref = find_reference(refs, cell.label, c)
-                texts = reference_text(ref, cv, sources) if ref else ("no reference", "—")
-                if ref and not measured(spec, c.metric):  # ours is no measurement of it at this scale
-                    texts = (texts[0], f"— (not measured at scale {spec.scale})")
+                found = find_references(refs, cell.label, c)
+                texts = references_text(found, cv, sources, spec, c.metric) if found else ("no reference", "—")
                 row += [TableCell(texts[0], reference=True), TableCell(texts[1], reference=True)]
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
@@ -133,10 +148,9 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
                 out.append(TableCell("not in the grid", missing=True))
                 continue
             text = fmt_cell(cv, counts)
-            ref = find_reference(refs, cell.label, column)
-            if ref:
-                theirs, diff = reference_text(ref, cv, sources)
-                diff = diff if measured(spec, column.metric) else f"— (not measured at scale {spec.scale})"
+            found = find_references(refs, cell.label, column)
+            if found:
+                theirs, diff = references_text(found, cv, sources, spec, column.metric)
                 text += f" (reference {theirs}; ours − reference {diff})"
             best = bool(sign) and ended_value(cv) and cv.mean == _column_best(values, x, sign)
             out.append(TableCell(text, best=best, missing=not cv.has_value))
