@@ -419,3 +419,58 @@ def test_every_source_of_a_cell_is_shown_and_one_at_other_settings_is_not_subtra
     row = {r[0].text: [c.text for c in r] for r in report_of(path, store).table.rows}["LSTM1"]
     assert row[2] == "120.94 [1]; 100 [2] (at 40 epochs, a GPU)"
     assert row[3] == "-2.94; — (other settings)"
+
+
+SERIES = GRID.replace("{VARIANTS}", "{D1: {model.nlayers: 1}, D2: {model.nlayers: 2}, D3: {model.nlayers: 3}, "
+                                    "D4: {model.nlayers: 4}}")
+SERIES = SERIES[:SERIES.index("questions:")] + "questions:\n  - {ask: \"Does depth help?\", series: [D1, D2, D3, D4]AT}\n"
+
+
+def _series_answer(tmp_path, accs: dict[str, tuple], at: str = "", seeds: int = 1) -> str:
+    store = store_at(tmp_path)
+    text = SERIES.replace("AT", at).replace("columns:", f"seeds: {seeds}\ncolumns:")
+    path = write_experiment(tmp_path, text, "gridq")
+    for variant, values in accs.items():
+        for digits, per_seed in zip((5, 10, 20), values, strict=True):
+            for seed, acc in enumerate(per_seed if isinstance(per_seed, tuple) else (per_seed,), start=1111):
+                add_run(store, path, f"{variant},data.max_digits={digits}", seed, series={"test/acc": [acc]})
+    return answers(report_of(path, store))["Does depth help?"]
+
+
+def test_a_series_answer_gives_the_whole_series_and_its_shape(tmp_path):
+    accs = {"D1": (0.5, 0.5, 0.5), "D2": (0.9, 0.6, 0.6), "D3": (0.7, 0.7, 0.4), "D4": (0.6, 0.8, 0.3)}
+    one = _series_answer(tmp_path / "one", accs, at=", at: {data.max_digits: 5}")
+    assert one == ("Test exact match at max_digits=5 peaks at D2: D1 0.5000, D2 0.9000, D3 0.7000, D4 0.6000. "
+                   "The highest is D2 (0.9000), the lowest D1 (0.5000).")
+    every = _series_answer(tmp_path / "every", accs)
+    assert every == ("Test exact match from D1 to D4: it peaks at D2 at 2 of 3 grid points (max_digits=5, "
+                     "max_digits=20); it rises at max_digits=10. The numbers are in the table.")
+
+
+def test_a_series_inside_the_seeds_spread_stays_level(tmp_path):
+    noisy = {"D1": ((0.5, 0.9),) * 3, "D2": ((0.6, 0.9),) * 3, "D3": ((0.7, 0.9),) * 3, "D4": ((0.75, 0.9),) * 3}
+    said = _series_answer(tmp_path, noisy, at=", at: {data.max_digits: 5}", seeds=2)
+    assert "stays level (no step beyond the shown digits or the seeds' spread)" in said
+    assert "The highest" not in said and "D1 0.7000 ± 0.2828 (n=2)" in said  # no winner inside the noise
+
+
+def test_a_series_of_two_is_refused(tmp_path):
+    import pytest
+
+    from sweeplab.errors import UserError
+    from sweeplab.sweep.expand import load_experiment
+
+    path = write_experiment(tmp_path, SERIES.replace("AT", "").replace("[D1, D2, D3, D4]", "[D1, D2]"), "gridq")
+    with pytest.raises(UserError, match="`series` names three or more rows"):
+        load_experiment(path)
+
+
+def test_a_noise_caveat_travels_with_its_answer_into_the_summary():
+    from sweeplab.report.questions import Answer
+
+    noisy = Answer("LSTM or GRU?", "LSTM has the lower PPL: 100.0 ± 9.0 (n=3). The gap is not larger than the "
+                                   "seed-to-seed spread (std 9.0 + 8.0).", True)
+    assert noisy.headline == ("LSTM has the lower PPL: 100.0 ± 9.0 (n=3). The gap is not larger than the seed-to-seed "
+                              "spread.")
+    clear = Answer("LSTM or GRU?", "LSTM has the lower PPL: 100.0. The gap is larger than the seed-to-seed spread.", True)
+    assert clear.headline == "LSTM has the lower PPL: 100.0."

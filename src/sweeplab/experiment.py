@@ -148,11 +148,14 @@ class Analysis(Spec):
 
 
 class Question(Spec):
-    """What the experiment asks, answered by the report from finished runs (exactly one of compare, pair, versus)."""
+    """What the experiment asks, answered by the report from finished runs (exactly one of compare, pair, series,
+    versus)."""
 
     ask: str = Field(description="the question, as the course report asks it")
     compare: list[str] = Field([], description="rows (variant names or cell labels) ranked on `metric`")
     pair: list[str] = Field([], description="two rows: the first against the second, matched by seed and grid point")
+    series: list[str] = Field([], description="three or more rows in the order that makes them a series (1, 2, 3, "
+                                              "4 layers; lr 1e-4 ... 1e-1): the answer gives its shape")
     versus: str | None = Field(None, description="an axis key: how `metric` changes along it")
     metric: MetricName | None = Field(None, description="the metric; default: the table's first column")
     aggregate: Aggregate | None = Field(None, description="default: the aggregate of the column with this metric")
@@ -161,9 +164,12 @@ class Question(Spec):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Question:
-        kinds = [k for k in ("compare", "pair", "versus") if getattr(self, k)]
+        kinds = [k for k in ("compare", "pair", "series", "versus") if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError("a question takes exactly one of `compare: [rows]`, `pair: [a, b]` or `versus: KEY`")
+            raise ValueError("a question takes exactly one of `compare: [rows]`, `pair: [a, b]`, `series: [rows]` "
+                             "or `versus: KEY`")
+        if self.series and len(self.series) < 3:
+            raise ValueError("`series` names three or more rows, in order (two are a `pair`)")
         if self.pair and len(self.pair) != 2:
             raise ValueError(f"`pair` names two rows, got {len(self.pair)}")
         if self.compare and len(self.compare) < 2:
@@ -173,7 +179,7 @@ class Question(Spec):
         return self
 
     def rows(self) -> list[str]:
-        return list(self.compare or self.pair)
+        return list(self.compare or self.pair or self.series)
 
 
 class Experiment(Spec):

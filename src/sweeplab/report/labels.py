@@ -49,7 +49,7 @@ class Labels:
         if not names:
             return text
         pattern = re.compile(r"(?<![\w.=-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
-                             + r")(?![\w.=-])")
+                             + r")(?![\w=-]|\.\w)")  # a sentence's full stop may follow
         return pattern.sub(lambda m: names[m.group(1)], text)
 
     def _names(self) -> dict[str, str]:

@@ -33,8 +33,11 @@ class Answer:
 
     @property
     def headline(self) -> str:
-        """The first sentence: the answer itself, for the summary at the top."""
-        return self.text.split(". ")[0].rstrip(".") + "."
+        """The first sentence, the answer itself, for the summary at the top; a caveat that the gap is within the
+        seeds' spread travels with it (the answer without it would claim more than the runs show)."""
+        first = self.text.split(". ")[0].rstrip(".") + "."
+        caveat = " The gap is not larger than the seed-to-seed spread."
+        return first + caveat if "is not larger than the seed-to-seed spread" in self.text else first
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,81 @@ def answer(question: Question, spec: ReportSpec, cells: list[CellData], measure:
     if question.versus:
         return _versus(question, cells, measure)
     rows = {row: row_cells(row, cells, question) for row in question.rows()}
+    if question.series:
+        return _series(question, rows, measure)
     return _pair(question, rows, measure) if question.pair else _compare(question, rows, measure)
+
+
+# --------------------------------------------------------------------------------------- series
+def _series(question: Question, rows: dict[str, dict[str, CellData]], measure: Measure) -> Answer:
+    """The rows in their order at each grid point: the shape (rises, falls, peaks, dips), the best and the worst.
+    One grid point: its numbers. Several: the shape most points share in one sentence, the others named."""
+    points = list(dict.fromkeys(p for cells in rows.values() for p in cells)) or [""]
+    missing, series = [], {}
+    for point in points:
+        values = [(row, measure.value(cells[point]) if point in cells else None) for row, cells in rows.items()]
+        absent = [row for row, cv in values if cv is None or not cv.has_value]
+        if absent:
+            missing += [f"{_name(row, point)} ({why_missing(rows[row].get(point), measure)})" for row in absent]
+        else:
+            series[point] = values
+    if not series:
+        return Answer(question.ask, f"Not answered yet: no grid point has a finished {measure.title} for every row "
+                                    f"of the series.{_missing_text(missing)}", False)
+    shapes = {point: series_shape(values, measure.sign) for point, values in series.items()}
+    if len(series) == 1:
+        (point, values), = series.items()
+        return Answer(question.ask, _series_text(values, shapes[point], measure, point) + _missing_text(missing), True)
+    by_shape: dict[str, list[str]] = {}
+    for point, shape in shapes.items():
+        by_shape.setdefault(shape, []).append(point)
+    (common, at), *others = sorted(by_shape.items(), key=lambda kv: -len(kv[1]))
+    first, last = question.series[0], question.series[-1]
+    text = (f"{measure.title} from {first} to {last}: it {common} at {len(at)} of {len(series)} grid points "
+            f"({', '.join(at)})")
+    text += "".join(f"; it {shape} at {', '.join(where)}" for shape, where in others) + "."
+    return Answer(question.ask, text + " The numbers are in the table." + _missing_text(missing), True)
+
+
+def series_shape(values: list[tuple[str, CellValue]], sign: int) -> str:
+    """How a series of three or more goes, at the digits the report shows and beyond the seeds' spread: rises,
+    falls, peaks at ROW, dips at ROW, goes up and down, or stays level. A step within the shown digits or the two
+    stds is level."""
+    steps = []
+    for (_, a), (_, b) in zip(values, values[1:], strict=False):
+        shown_a, shown_b = float(fmt_value(a.mean).replace(",", "")), float(fmt_value(b.mean).replace(",", ""))
+        spread = (a.std or 0.0) + (b.std or 0.0)
+        steps.append(0 if shown_a == shown_b or abs(b.mean - a.mean) <= spread else (1 if b.mean > a.mean else -1))
+    moves = [s for s in steps if s]
+    if not moves:
+        return "stays level (no step beyond the shown digits or the seeds' spread)"
+    if all(s > 0 for s in moves):
+        return "rises"
+    if all(s < 0 for s in moves):
+        return "falls"
+    turns = [i for i in range(1, len(moves)) if moves[i] != moves[i - 1]]
+    if len(turns) == 1:
+        return f"{'peaks' if moves[0] > 0 else 'dips'} at {values[_turn_index(steps)][0]}"
+    return "goes up and down"
+
+
+def _turn_index(steps: list[int]) -> int:
+    """The row where the direction changes: after the last step of the first direction."""
+    first = next(s for s in steps if s)
+    last_of_first = max(i for i, s in enumerate(steps) if s == first and all(t in (0, first) for t in steps[:i]))
+    return last_of_first + 1
+
+
+def _series_text(values: list[tuple[str, CellValue]], shape: str, measure: Measure, point: str) -> str:
+    where = f" at {point}" if point else ""
+    numbers = ", ".join(f"{row} {_v(cv)}" for row, cv in values)
+    ranked = sorted(values, key=lambda rv: -measure.sign * rv[1].mean)
+    (best, b), (worst, w) = ranked[0], ranked[-1]
+    most, _ = _better(measure)
+    text = f"{measure.title}{where} {shape}: {numbers}."
+    if level_with_first(ranked) == [best] and not shape.startswith("stays level"):  # no winner within the noise
+        text += f" The {most} is {best} ({_v(b)}), the {'lowest' if most == 'highest' else 'highest'} {worst} ({_v(w)})."
+    return text
 
 
 # ------------------------------------------------------------------------------------ row cells
