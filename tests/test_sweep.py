@@ -52,7 +52,8 @@ def _check_stored_spec(store, path: Path) -> None:
     stored = store.get_sweep("tiny")
     spec = stored["spec"]
     assert stored["task"] == "lm" and stored["scale"] == "quick" and spec["scale_note"] == "2 epochs"
-    assert spec["columns"][0] == {"title": "Valid PPL", "metric": "valid/ppl", "aggregate": "best", "epoch": None}
+    assert spec["columns"][0] == {"title": "Valid PPL", "metric": "valid/ppl", "aggregate": "best", "epoch": None,
+                                  "better": None}
     assert spec["figures"][0]["kind"] == "curves" and spec["plan"] is None
     keys = {(r.cell, r.config["seed"]): r.key for r in store.list_runs()}
     assert {(c["label"], c["seed"]): c["key"] for c in spec["cells"]} == keys
