@@ -49,9 +49,9 @@ def save_atomic(obj: Any, path: Path, *, before_replace: Callable[[], None] | No
     _write_atomic(path, lambda f: torch.save(obj, f), before_replace)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, *, before_replace: Callable[[], None] | None = None) -> None:
     """A file written atomically (a report page, a figure): the old one or the new one, never half of one."""
-    _write_atomic(path, lambda f: f.write(data))
+    _write_atomic(path, lambda f: f.write(data), before_replace)
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], Any], before_replace: Callable[[], None] | None = None) -> None:

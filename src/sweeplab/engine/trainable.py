@@ -95,8 +95,8 @@ class RunHandle:
             raise UserError(f"run.save: the state holds what a checkpoint cannot load safely ({why}); "
                             "accepted: tensors, numbers, strings, lists, dicts (e.g. model.state_dict())") from None
         self._saved += 1
-        checkpoint.save_atomic(payload, checkpoint.epoch_path(self.dir, self._saved),
-                               before_replace=lambda: self._store.check_lease(self.id))
+        io.write_bytes(checkpoint.epoch_path(self.dir, self._saved), buffer.getvalue(),  # serialized once
+                       before_replace=lambda: self._store.check_lease(self.id))
         checkpoint.prune(self.dir, set(range(self._saved - KEEP_CHECKPOINTS + 1, self._saved + 1)))
         self._recorder.sync()
         self._watchdog.beat()

@@ -143,7 +143,7 @@ def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer
     that this one no longer draws are removed. Only files a report wrote (listed in the manifest) are ever removed:
     others are the user's."""
     written = [_write_figure(block, folder, writer, pdf) for report in reports for block in report.blocks
-               if isinstance(block, SvgBlock | ImageBlock) and not (pdf and not getattr(block, "pdf", b""))]
+               if isinstance(block, SvgBlock | ImageBlock) and not (pdf and getattr(block, "figure", None) is None)]
     names = {p.name for p in written}
     for stale in _manifest(folder) - names:
         (folder / stale).unlink(missing_ok=True)
@@ -154,7 +154,7 @@ def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer
 def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer, pdf: bool) -> Path:
     if pdf:
         path = folder / f"{block.name}.pdf"
-        writer.write(path, block.pdf)
+        writer.write(path, block.pdf())
     elif isinstance(block, SvgBlock):
         path = folder / f"{block.name}.svg"
         writer.write(path, ('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg).encode("utf8"))

@@ -49,7 +49,14 @@ class SvgBlock:
     name: str  # file stem under figures/
     caption: str
     svg: str  # <svg ...>...</svg>, without the XML prolog
-    pdf: bytes = b""  # the same figure as PDF, for the LaTeX report
+    figure: Figure | None = None  # the drawing itself: the LaTeX report asks it for a PDF
+
+    def pdf(self) -> bytes:
+        """The figure as PDF (no creation date: the same runs, the same bytes), drawn only when asked for."""
+        buffer = io.BytesIO()
+        with matplotlib.rc_context(STYLE):
+            self.figure.savefig(buffer, format="pdf", metadata={"CreationDate": None})
+        return buffer.getvalue()
 
 
 @dataclass
@@ -449,11 +456,8 @@ def _why_absent(run: RunData, name: str, refused: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------ helpers
 def drawn(name: str, caption: str, fig: Figure) -> SvgBlock:
-    """A figure of the report: SVG for the page, PDF for LaTeX (no creation date: the same runs, the same bytes)."""
-    buffer = io.BytesIO()
-    with matplotlib.rc_context(STYLE):
-        fig.savefig(buffer, format="pdf", metadata={"CreationDate": None})
-    return SvgBlock(name, caption, svg_text(fig, name), buffer.getvalue())
+    """A figure of the report: SVG for the page; the figure kept for a PDF, should LaTeX ask."""
+    return SvgBlock(name, caption, svg_text(fig, name), fig)
 
 
 def svg_text(fig: Figure, salt: str) -> str:

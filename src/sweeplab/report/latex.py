@@ -106,7 +106,7 @@ def _cell(text: str, best: bool) -> str:
 
 
 def render_block(block: object) -> list[str]:
-    if isinstance(block, SvgBlock) and block.pdf:
+    if isinstance(block, SvgBlock) and block.figure is not None:
         return [r"\begin{figure}[H]", r"\centering",
                 rf"\includegraphics[width=\linewidth,height=0.4\textheight,keepaspectratio]{{figures/{block.name}.pdf}}",
                 rf"\caption{{{tex(block.caption)}}}", r"\end{figure}", ""]

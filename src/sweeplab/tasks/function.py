@@ -104,10 +104,6 @@ class FunctionTask(Task):
         return 0
 
 
-def is_function_task(name: str) -> bool:
-    return name in TASKS and issubclass(TASKS.get(name).obj, FunctionTask)
-
-
 def register_function(plugin: Any, module: ModuleType, name: str) -> str:
     """Register `module.name` as the task `STEM:NAME`; its signature is checked now, in one line."""
     where = f"{plugin.path}:{name}"
