@@ -190,13 +190,16 @@ def test_references_stand_beside_ours(tmp_path):
     add_run(store, path, "LSTM1", series=lm_series([5.0], [4.9], 118.0))
     add_run(store, path, "TF", series=lm_series([5.0], [4.9], 150.0))
     report = report_of(path, store)
-    header = report.table.header
-    assert header[1:4] == ["Test PPL", "Test PPL (reference)", "Ours − reference"]
-    rows = {row[0].text: [c.text for c in row] for row in report.table.rows}
-    assert rows["LSTM1"][1:4] == ["118.0", "120.94 [1]", "-2.94"]
-    assert rows["TF"][2:4] == ["empty in the source [1]", "—"]
-    assert rows["GRU1"][2] == "no reference"
+    assert "Test PPL (reference)" not in report.table.header  # references are a cell's second line, not columns
+    rows = {row[0].text: row[1] for row in report.table.rows}
+    assert (rows["LSTM1"].text, rows["LSTM1"].note) == ("118.0", "reference 120.94 [1]; ours − reference -2.94")
+    assert rows["TF"].note == "reference empty in the source [1]; ours − reference —"
+    assert rows["GRU1"].note == ""
     assert report.table.sources == ["course report 000"]
+    written = write_report([str(path)], store, tmp_path / "out")
+    html, markdown = (p.read_text() for p in written.pages)
+    assert '118.0<span class="ref">reference 120.94 [1]; ours − reference -2.94</span>' in html
+    assert "| 118.0<br>*reference 120.94 \\[1\\]; ours − reference -2.94* |" in markdown
 
 
 def test_a_two_axis_grid_pivots_rows_against_the_last_axis(tmp_path):

@@ -38,7 +38,8 @@ pre.sample { white-space: pre-wrap; background: #f7f8fb; border: 1px solid var(-
              font-size: .85rem; max-height: 16rem; overflow: auto; }
 ul.analysis li { margin: .3rem 0; }
 dl.answers dt { font-weight: 600; margin-top: .6rem; } dl.answers dd { margin: .1rem 0 0 1.2rem; }
-dd.unanswered, td.reference { color: var(--muted); }
+dd.unanswered, td .ref { color: var(--muted); }
+td .ref { display: block; font-size: .78rem; font-weight: 400; }
 .summary li { margin: .35rem 0; }
 details > summary { cursor: pointer; color: var(--accent); margin: .6rem 0; }
 .setup dt { font-weight: 600; } .setup dd { margin: 0 0 .5rem 1.2rem; }
@@ -157,10 +158,11 @@ def render_table(table: ResultTable) -> str:
     for row in table.rows:
         cells = [f"<th scope=\"row\">{esc(row[0].text)}</th>"]
         for i, cell in enumerate(row[1:], start=1):
-            classes = [c for c, on in (("best", cell.best), ("missing", cell.missing), ("reference", cell.reference),
+            classes = [c for c, on in (("best", cell.best), ("missing", cell.missing),
                                        ("notes", table.notes_column and i == len(row) - 1)) if on]
             attr = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{attr}>{esc(cell.text)}</td>")
+            note = f'<span class="ref">{esc(cell.note)}</span>' if cell.note else ""
+            cells.append(f"<td{attr}>{esc(cell.text)}{note}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     sources = "".join(f"<br>[{i}] {esc(source)}" for i, source in enumerate(table.sources, start=1))
     return (f'<table class="results"><caption>{esc(table.caption)}</caption>'

@@ -11,7 +11,7 @@ import re
 
 from sweeplab.report.figures import ImageBlock, NoteBlock, SvgBlock, TextBlock, slug
 from sweeplab.report.model import ExperimentReport, ReportMeta
-from sweeplab.report.tables import ResultTable
+from sweeplab.report.tables import ResultTable, TableCell
 
 _SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
             "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}", "<": r"\textless{}",
@@ -86,7 +86,7 @@ def render_table(table: ResultTable) -> str:
     columns = "l" + "r" * (len(table.header) - 1)
     if table.notes_column:
         columns = columns[:-1] + "p{5cm}"
-    rows = [" & ".join(_cell(c.text, c.best) for c in row) + r" \\" for row in table.rows]
+    rows = [" & ".join(_cell(c) for c in row) + r" \\" for row in table.rows]
     return "\n".join([rf"\begin{{tabular}}{{{columns}}}", r"\toprule",
                       " & ".join(tex(h) for h in table.header) + r" \\", r"\midrule", *rows, r"\bottomrule",
                       r"\end{tabular}", ""])
@@ -101,8 +101,12 @@ def render_float(table: ResultTable, name: str) -> list[str]:
             *([rf"\par\smallskip{{\footnotesize References: {sources}}}"] if sources else []), r"\end{table}", ""]
 
 
-def _cell(text: str, best: bool) -> str:
-    return rf"\textbf{{{tex(text)}}}" if best else tex(text)
+def _cell(cell: TableCell) -> str:
+    """A cell's text (bold when best) and its references as a smaller second line."""
+    text = rf"\textbf{{{tex(cell.text)}}}" if cell.best else tex(cell.text)
+    if not cell.note:
+        return text
+    return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{text}\\ \footnotesize {tex(cell.note)}\end{{tabular}}"
 
 
 def render_block(block: object) -> list[str]:

@@ -69,7 +69,7 @@ def render_table(table: ResultTable) -> list[str]:
     align = ["---"] + ["--:"] * (len(table.header) - 1)
     if table.notes_column:
         align[-1] = "---"
-    body = [row([_cell(c.text, c.best) for c in r]) for r in table.rows]
+    body = [row([_cell(c.text, c.best) + (f"<br>*{md(c.note)}*" if c.note else "") for c in r]) for r in table.rows]
     sources = [f"[{i}] {md(source)}" for i, source in enumerate(table.sources, start=1)]
     return [f"*{md(table.caption)}*", "", row([md(h) for h in table.header]), row(align), *body,
             *(["", "References: " + "; ".join(sources)] if sources else [])]

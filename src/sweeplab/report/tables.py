@@ -32,7 +32,7 @@ class TableCell:
     text: str
     best: bool = False  # the best value of its column (bold)
     missing: bool = False  # a reason stands where a number would
-    reference: bool = False  # a number from a named source, not ours
+    note: str = ""  # a second, smaller line: the references of the cell and ours minus each
 
 
 @dataclass
@@ -69,6 +69,14 @@ def references_text(refs: list[Reference], ours: CellValue, sources: list[str], 
     return "; ".join(texts), "; ".join(diffs)
 
 
+def reference_note(refs: list[Reference], ours: CellValue, sources: list[str], spec: ReportSpec, metric: str) -> str:
+    """The second line of a cell with references: `reference 120.94 [1]; ours − reference -2.94`."""
+    if not refs:
+        return ""
+    theirs, diff = references_text(refs, ours, sources, spec, metric)
+    return f"reference {theirs}; ours − reference {diff}"
+
+
 def reference_text(ref: Reference, ours: CellValue, sources: list[str]) -> tuple[str, str]:
     """(the reference, ours minus it), with the source's number; an empty cell in the source said plainly."""
     if ref.source not in sources:
@@ -91,7 +99,6 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
     counts = {c: integral(c.metric, values[c]) for c in columns}
     notes = [row_notes(cell, common_note, spec.seeds) for cell in cells]
     refs, sources = spec.references, []
-    referenced = [c for c in columns if any(find_references(refs, cell.label, c) for cell in cells)]
     with_notes = any(notes)
     axis = _single_axis(spec)
     rows = []
@@ -100,17 +107,13 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
         row = [TableCell(spec.labels.cell(cell.label) if value is None else spec.labels.bare_value(axis, value))]
         for c in columns:
             cv = values[c][i]
-            row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value))
-            if c in referenced:
-                found = find_references(refs, cell.label, c)
-                texts = references_text(found, cv, sources, spec, c.metric) if found else ("no reference", "—")
-                row += [TableCell(texts[0], reference=True), TableCell(texts[1], reference=True)]
+            note = reference_note(find_references(refs, cell.label, c), cv, sources, spec, c.metric)
+            row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value, note=note))
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
         rows.append(row)
     header = [spec.labels.axis(axis) if axis else ROW_TITLE]
-    for c in columns:
-        header += [_header(c), *([f"{c.title} (reference)", "Ours − reference"] if c in referenced else [])]
+    header += [c.title for c in columns]
     header += ["Notes"] if with_notes else []
     return ResultTable(_caption(spec, common_note), header, rows, with_notes, sources)
 
@@ -147,13 +150,9 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
             if cv is None:
                 out.append(TableCell("not in the grid", missing=True))
                 continue
-            text = fmt_cell(cv, counts)
-            found = find_references(refs, cell.label, column)
-            if found:
-                theirs, diff = references_text(found, cv, sources, spec, column.metric)
-                text += f" (reference {theirs}; ours − reference {diff})"
+            note = reference_note(find_references(refs, cell.label, column), cv, sources, spec, column.metric)
             best = bool(sign) and ended_value(cv) and cv.mean == _column_best(values, x, sign)
-            out.append(TableCell(text, best=best, missing=not cv.has_value))
+            out.append(TableCell(fmt_cell(cv, counts), best=best, missing=not cv.has_value, note=note))
         rows.append(out)
     row_title = "Variant" if spec.variants else ", ".join(spec.labels.axis(k) for k in list(spec.axes)[:-1])
     caption = f"{column.title} ({column.metric}, {column.aggregate}): {row_title.lower()} × {spec.labels.axis(axis)}"
@@ -165,10 +164,6 @@ def _column_best(values: dict[tuple[str, str], CellValue], x: str, sign: int) ->
     """The best mean at one value of the axis (bold in the pivot), when two or more rows have one."""
     means = [v.mean for (_, at), v in values.items() if at == x and ended_value(v)]
     return (max if sign > 0 else min)(means) if len(means) > 1 else None
-
-
-def _header(column: Column) -> str:
-    return column.title
 
 
 def _best_index(column: Column, values: list[CellValue]) -> set[int]:
