@@ -129,9 +129,8 @@ def test_versus_with_reach_and_compare_at_a_grid_point(tmp_path):
         "GRU has the highest Test exact match at max_digits=20: 0.9300, 0.5300 (132.5%) higher than the "
         "runner-up RNN (0.4000).")
     assert answers(report)["Do more digits make it harder?"] == (
-        "Test exact match along max_digits: RNN: Test exact match ≥ 0.9 up to max_digits=10, not from "
-        "max_digits=20 on (0.9900 at 5, 0.9500 at 10, 0.4000 at 20); GRU: Test exact match ≥ 0.9 at every "
-        "max_digits up to 20 (1.000 at 5, 0.9700 at 10, 0.9300 at 20).")
+        "Test exact match along max_digits: for RNN it is ≥ 0.9 up to max_digits=10, not from max_digits=20 on; "
+        "for GRU it is ≥ 0.9 at every max_digits up to 20. The numbers are in the table.")
 
 
 # --------------------------------------------------------------------------------- per-run facts
@@ -198,8 +197,8 @@ def test_references_stand_beside_ours(tmp_path):
     assert report.table.sources == ["course report 000"]
     written = write_report([str(path)], store, tmp_path / "out")
     html, markdown = (p.read_text() for p in written.pages)
-    assert '118.0<span class="ref">reference 120.94 [1]; ours − reference -2.94</span>' in html
-    assert "| 118.0<br>*reference 120.94 \\[1\\]; ours − reference -2.94* |" in markdown
+    assert '>118.0<span class="ref">reference 120.94 [1]; ours − reference -2.94</span>' in html
+    assert "| **118.0**<br>*reference 120.94 \\[1\\]; ours − reference -2.94* |" in markdown
 
 
 def test_a_two_axis_grid_pivots_rows_against_the_last_axis(tmp_path):
@@ -277,17 +276,46 @@ def test_rows_level_at_the_shown_precision_tie_and_win_nothing(tmp_path):
     assert "max_digits=5: RNN and GRU tie at 1.000" in answer
     assert "max_digits=10: RNN and GRU tie at 1.000" in answer  # 0.99999 shows as 1.000: no winner there
     trend = answers(report_of(path, store))["Do more digits make it harder?"]
-    assert "GRU: Test exact match ≥ 0.9 at every max_digits" in trend
+    assert "for GRU it is ≥ 0.9 at every max_digits up to 20" in trend
 
 
-def test_a_series_level_to_the_shown_digits_has_no_trend():
-    from sweeplab.report.questions import Measure, _line_text
+def test_a_line_level_to_the_shown_digits_or_of_two_points_has_no_trend():
+    from sweeplab.report.questions import Measure, _line_verdict
     from sweeplab.report.values import CellValue
 
     measure = Measure("test/digit_acc", "final", "Test digit acc", None)
-    xs = {x: CellValue(v, None, 1, 1, (), ()) for x, v in (("9", 0.99998), ("14", 0.99999), ("20", 1.0))}
-    assert _line_text("RNN", xs, "data.max_digits", measure, None) == (
-        "RNN: Test digit acc is 1.000 at every data.max_digits (9, 14, 20)")
+
+    def verdict(*points, std=None):
+        xs = {x: CellValue(v, std, 1, 1, (), ()) for x, v in points}
+        return _line_verdict(xs, "data.max_digits", measure, None)
+
+    level = "stays level (no step beyond the shown digits or the seeds' spread)"
+    assert verdict(("9", 0.99998), ("14", 0.99999), ("20", 1.0)) == level  # all shown as 1.000
+    assert verdict(("9", 0.90), ("14", 0.80), ("20", 0.70)) == "falls"
+    assert verdict(("9", 0.90), ("14", 0.80), ("20", 0.70), std=0.06) == level  # each step inside the spread
+    # two points are compared, never called a trend
+    assert verdict(("9", 0.90), ("20", 0.70)) == "is lower at data.max_digits=20 than at data.max_digits=9"
+    assert verdict(("9", 0.90), ("20", 0.89999)).startswith("is level")
+
+
+def test_a_versus_answer_over_many_lines_says_what_most_share_and_names_the_rest(tmp_path):
+    store = store_at(tmp_path)
+    names = [f"V{i}" for i in range(7)]
+    variants = "{" + ", ".join(f"{n}: {{model: rnn, model.hidden: {8 + i}}}" for i, n in enumerate(names)) + "}"
+    text = GRID.replace("{VARIANTS}", variants).replace("reach: 0.9", "metric: test/acc")
+    text = text.replace("versus: data.max_digits, metric: test/acc, metric: test/acc", "versus: data.max_digits, "
+                        "metric: test/acc")
+    text = text.replace("  - {ask: \"Which cell adds 20-digit numbers?\", compare: [RNN, GRU], at: "
+                        "{data.max_digits: 20}}\n", "")
+    path = write_experiment(tmp_path, text, "gridq")
+    for i, name in enumerate(names):
+        accs = (0.9, 0.95, 0.99) if name == "V3" else (0.5, 0.5, 0.5) if name == "V5" else (0.99, 0.8, 0.4 - i / 100)
+        for digits, acc in zip((5, 10, 20), accs, strict=True):
+            add_run(store, path, f"{name},data.max_digits={digits}", series={"valid/acc": [acc], "test/acc": [acc]})
+    answer = answers(report_of(path, store))["Do more digits make it harder?"]
+    assert answer == ("Test exact match along max_digits: for 5 of 7 lines (V0, V1, V2, V4, V6) it falls; for V3 it "
+                      "rises; for V5 it stays level (no step beyond the shown digits or the seeds' spread). The numbers "
+                      "are in the table.")
 
 
 def test_a_diverged_value_is_shown_by_its_size_not_its_300_digits():
@@ -323,8 +351,8 @@ def test_counts_agree_with_their_nouns_and_a_step_count_has_no_decimals(tmp_path
     report = report_of(path, store)
     assert "1 cell, 1 run (1 finished)" in report.meta_line() and "1 of 1 cell finished" in report.summary_line()
     assert [s.text for s in report.analysis if s.topic == "Status"] == ["The run finished."]
-    row = [c.text for c in report.table.rows[0]]
-    assert row[row.index("12,000 [1]") + 1] == "+345"  # a parameter count minus the course's: no decimals
+    params = report.table.rows[0][report.table.header.index("Params")]
+    assert params.note == "reference 12,000 [1]; ours − reference +345"  # a count minus the course's: no decimals
 
 
 def test_a_diverged_curve_does_not_set_the_axes_range():
@@ -391,7 +419,7 @@ def test_a_scale_that_does_not_measure_a_metric_answers_nothing_about_it(tmp_pat
     for answer in report.answers:
         assert not answer.answered and answer.text.startswith("Not answered at scale quick, which measures params")
     row = next(r for r in report.table.rows if r[0].text == "LSTM1")
-    assert [c.text for c in row][2:4] == ["120.94 [1]", "— (not measured at scale quick)"]
+    assert row[1].note == "reference 120.94 [1]; ours − reference — (not measured at scale quick)"
 
 
 def test_a_metric_without_a_declared_direction_is_never_ranked(tmp_path):
@@ -419,9 +447,8 @@ def test_every_source_of_a_cell_is_shown_and_one_at_other_settings_is_not_subtra
         '  - {row: LSTM1, column: Test PPL, value: 100.0, source: "a 1080 blog", settings: "40 epochs, a GPU"}\n')
     path = write_experiment(tmp_path, text, "lmq")
     add_run(store, path, "LSTM1", series=lm_series([5.0], [4.9], 118.0))
-    row = {r[0].text: [c.text for c in r] for r in report_of(path, store).table.rows}["LSTM1"]
-    assert row[2] == "120.94 [1]; 100 [2] (at 40 epochs, a GPU)"
-    assert row[3] == "-2.94; — (other settings)"
+    cell = {r[0].text: r[1] for r in report_of(path, store).table.rows}["LSTM1"]
+    assert cell.note == "reference 120.94 [1]; 100 [2] (at 40 epochs, a GPU); ours − reference -2.94; — (other settings)"
 
 
 SERIES = GRID.replace("{VARIANTS}", "{D1: {model.nlayers: 1}, D2: {model.nlayers: 2}, D3: {model.nlayers: 3}, "
@@ -446,8 +473,8 @@ def test_a_series_answer_gives_the_whole_series_and_its_shape(tmp_path):
     assert one == ("Test exact match at max_digits=5 peaks at D2: D1 0.5000, D2 0.9000, D3 0.7000, D4 0.6000. "
                    "The highest is D2 (0.9000), the lowest D1 (0.5000).")
     every = _series_answer(tmp_path / "every", accs)
-    assert every == ("Test exact match from D1 to D4: it peaks at D2 at 2 of 3 grid points (max_digits=5, "
-                     "max_digits=20); it rises at max_digits=10. The numbers are in the table.")
+    assert every == ("Test exact match from D1 to D4: at 2 of 3 grid points (max_digits=5, max_digits=20) it peaks "
+                     "at D2; at max_digits=10 it rises. The numbers are in the table.")
 
 
 def test_a_series_inside_the_seeds_spread_stays_level(tmp_path):
@@ -477,3 +504,35 @@ def test_a_noise_caveat_travels_with_its_answer_into_the_summary():
                               "spread.")
     clear = Answer("LSTM or GRU?", "LSTM has the lower PPL: 100.0. The gap is larger than the seed-to-seed spread.", True)
     assert clear.headline == "LSTM has the lower PPL: 100.0."
+
+
+def test_a_run_no_better_than_guessing_is_marked_never_bold_and_never_wins(tmp_path):
+    """LSTM1's perplexity is above the vocabulary's size (what a uniform guess scores, as the task declared it):
+    it did not learn. GRU1 has one seed that learned and one that did not."""
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "1"), "lmq")
+    guess = {"chance/ppl": 1000.0}
+    add_run(store, path, "LSTM1", series=lm_series([9.0], [9.0], 1500.0), summary=guess)
+    add_run(store, path, "LSTM2", series=lm_series([5.0], [4.9], 300.0), summary=guess)
+    add_run(store, path, "GRU1", series=lm_series([5.0], [4.9], 400.0), summary=guess)
+    add_run(store, path, "GRU1", 1112, series=lm_series([9.0], [9.0], 1000.0), summary=guess)  # at chance exactly
+    add_run(store, path, "TF", series=lm_series([9.0], [9.0], 2000.0), summary=guess)
+    report = report_of(path, store)
+    cells = {row[0].text: row[1] for row in report.table.rows}
+    assert cells["LSTM1"].text == "1,500 (did not learn)" and not cells["LSTM1"].best
+    assert cells["GRU1"].text.endswith("(n=2; 1 of 2 did not learn)") and not cells["GRU1"].best
+    assert cells["LSTM2"].best
+    depth = answers(report)["Does depth help?"]
+    assert depth.startswith("Only LSTM2 learned: Test PPL 300.0.")
+    assert "Did not learn (no better than guessing): LSTM1 (1,500); GRU1 (700.0)." in depth
+    assert answers(report)["Transformer or LSTM?"].startswith("TF has a higher Test PPL than LSTM1")  # pairs compare
+
+    # an accuracy: higher is better, and at chance (0.5 of two classes) is no better than guessing
+    from sweeplab.report.values import declared_directions, learned
+
+    run = next(r for cell in report.cells for r in cell.runs if cell.label == "LSTM1")
+    run.summary["chance/acc"] = 0.5
+    with declared_directions({"acc": 1, "ppl": -1}):
+        assert not learned(run, "test/acc", 0.5) and learned(run, "test/acc", 0.51)
+        assert not learned(run, "test/ppl", 1000.0) and learned(run, "test/ppl", 999.0)
+        assert learned(run, "valid/loss", 1e9)  # no chance declared for the loss: nothing claimed

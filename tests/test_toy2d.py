@@ -164,6 +164,7 @@ def test_a_run_learns_moons_and_draws_its_decision_boundary(store_url):
     run_id, metrics = run(store_url, model="mlp_numpy", **{"train.epochs": 30, "data.n_samples": 400})
     assert metrics["test/acc"] > 0.85 and metrics["params"] == 2 * 32 + 32 + 32 * 32 + 32 + 32 * 2 + 2
     assert 1 <= metrics["convergence_epoch"] <= 30
+    assert metrics["chance/acc"] == 0.5  # what guessing scores on two moons: the report marks runs no better
     run_dir = open_store(store_url).run_dir(run_id)
     png, svg = run_dir / "decision_boundary.png", run_dir / "decision_boundary.svg"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

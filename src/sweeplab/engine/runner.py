@@ -250,7 +250,8 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
     finally:
         trainer.recorder.close()
     summary = {**trainer.recorder.last, **extra, "params": task.count_params(trainer.model),
-               "epochs": trainer.state.epoch, "steps": trainer.state.step, "batches_per_epoch": task.batches_per_epoch()}
+               "epochs": trainer.state.epoch, "steps": trainer.state.step, "batches_per_epoch": task.batches_per_epoch(),
+               **{f"chance/{name}": value for name, value in task.chance().items()}}
     if trainer.state.best_epoch:
         summary["best_epoch"] = trainer.state.best_epoch
     store.set_summary(run_id, {k: float(v) for k, v in summary.items()})

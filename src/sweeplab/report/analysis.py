@@ -28,6 +28,7 @@ from sweeplab.report.values import (
     integral,
     plural,
     short,
+    shown,
 )
 
 QUALITY = ("loss", "ppl", "perplexity", "acc", "err", "exact")
@@ -67,16 +68,16 @@ def best_sentences(spec: ReportSpec, cells: list[CellData], columns: list[Column
     primary = primary_column([c for c in columns if measured(spec, c.metric)])  # what this scale measures
     if primary is None:
         return []
-    ranked = _ranked(cells, primary, spec.seeds)
-    return [Sentence("Best", _best_text(primary, ranked))]
-
-
-def _ranked(cells: list[CellData], column: Column, seeds: int) -> list[tuple[str, CellValue]]:
-    """Cells by their finished runs' value, best first; cells without a finished value are not ranked."""
-    values = [(cell.label, cell_value(finished(cell), column.metric, column.aggregate, column.epoch, seeds))
+    values = [(cell.label, cell_value(finished(cell), primary.metric, primary.aggregate, primary.epoch, spec.seeds))
               for cell in cells]
-    sign = direction(column.metric)
-    return sorted([(label, v) for label, v in values if v.mean is not None], key=lambda lv: -sign * lv[1].mean)
+    sign = direction(primary.metric)
+    ranked = sorted([(label, v) for label, v in values if v.has_value and not v.unlearned],
+                    key=lambda lv: -sign * lv[1].mean)  # finished values that learned: a guess is no result
+    unlearned = [label for label, v in values if v.unlearned]
+    text = _best_text(primary, ranked)
+    if unlearned:
+        text += f" Not ranked, no better than guessing: {and_list(unlearned)}."
+    return [Sentence("Best", text)]
 
 
 def _best_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
@@ -106,9 +107,10 @@ def _value_text(v: CellValue, metric: str) -> str:
 # -------------------------------------------------------------------------------- convergence
 def convergence_sentences(spec: ReportSpec, cells: list[CellData], columns: list[Column]) -> list[Sentence]:
     """Where the table has no convergence column, one compact sentence of who converged when; then the
-    fastest and slowest among finished runs that reached the threshold (never a run that only settled)."""
+    fastest and slowest among finished runs that reached the threshold (never a run that only settled). Only ended
+    runs: a run still going may yet fall below the threshold."""
     found = [(cell, run, c) for cell in cells for run in cell.runs
-             if (c := convergence(run, spec.convergence_threshold)) is not None and not c.relative]
+             if run.done and (c := convergence(run, spec.convergence_threshold)) is not None and not c.relative]
     if not found:
         return []
     out = []
@@ -150,6 +152,8 @@ def overfitting_sentences(cells: list[CellData]) -> list[Sentence]:
     out, judged = [], 0
     for cell in cells:
         for run in cell.runs:
+            if not run.done:  # "for good" is a claim about the end
+                continue
             train, held_out = _by_eval(run, "train/loss"), _held_out_loss(run)
             if len(train) < 3 or held_out is None:
                 continue
@@ -160,9 +164,9 @@ def overfitting_sentences(cells: list[CellData]) -> list[Sentence]:
                                    held_out[1], found)
                 out.append(Sentence("Over-fitting", text))
     if not out:
-        text = (f"No run over-fits: in none of the {judged} runs with three or more evaluations does the "
+        text = (f"No run over-fits: in none of the {judged} ended runs with three or more evaluations does the "
                 f"held-out loss rise for good while the training loss falls." if judged else
-                "Over-fitting cannot be judged yet: no run has three or more evaluations.")
+                "Over-fitting cannot be judged yet: no ended run has three or more evaluations.")
         out.append(Sentence("Over-fitting", text))
     return out
 
@@ -170,11 +174,12 @@ def overfitting_sentences(cells: list[CellData]) -> list[Sentence]:
 def overfitting_onset(train: dict[int, float], held_out: dict[int, float]) -> int | None:
     """The first evaluation e where the held-out loss rises while the training loss falls, and stays so:
     at e and every later evaluation (at least one more, to see it stay) the held-out loss is above its
-    value just before e and the training loss below its own."""
+    value just before e and the training loss below its own, as the report shows them."""
     points = sorted(set(train) & set(held_out))
     for i in range(1, len(points) - 1):
         before = points[i - 1]
-        if all(held_out[e] > held_out[before] and train[e] < train[before] for e in points[i:]):
+        if all(shown(held_out[e]) > shown(held_out[before]) and shown(train[e]) < shown(train[before])
+               for e in points[i:]):
             return points[i]
     return None
 

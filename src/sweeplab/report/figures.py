@@ -27,7 +27,7 @@ from sweeplab.experiment import Figure as FigureSpec
 from sweeplab.report.collect import CellData, Point, RunData
 from sweeplab.report.spec import ReportSpec
 from sweeplab.report.svg_clean import UnsafeSvg, clean_svg
-from sweeplab.report.values import label_without, status_reason, versus_points
+from sweeplab.report.values import label_without, learned, status_reason, versus_points
 from sweeplab.store.runfiles import RefusedFile, read_run_file
 
 COLORS = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
@@ -204,7 +204,7 @@ def _curve_figure(ctx: Context, layout: list[tuple[str, str, list[CellData]]], c
             if _curve(ax, metric, cell, colour):
                 shown[line] = None
             diverged |= _mark_divergence(ax, metric, cell, colour)
-        calm = [p.value for cell in cells for run in cell.runs if run.divergence() is None
+        calm = [p.value for cell in cells for run in cell.runs if _calm(run, metric)
                 for p in run.series.get(metric, []) if math.isfinite(p.value)]
         _finish_axes(ax, title, _x_name(metric, cells), calm)
         if ylabel and ax in axes[::cols]:
@@ -248,6 +248,13 @@ def _seed_band(series: list[list[Point]], by_step: bool) -> tuple[list[float], l
     return xs, means, stds
 
 
+def _calm(run: RunData, metric: str) -> bool:
+    """A run whose curve may set the axes' range: it did not diverge, and it ended better than guessing (a
+    perplexity in the vocabulary's thousands would flatten every curve that learned)."""
+    finite = [p.value for p in run.series.get(metric, []) if math.isfinite(p.value)]
+    return run.divergence() is None and not (run.done and finite and not learned(run, metric, finite[-1]))
+
+
 def _mark_divergence(ax: Axes, metric: str, cell: CellData, color: tuple) -> bool:
     """An × at the last finite point of a diverged run's training curve."""
     marked = False
@@ -280,9 +287,9 @@ def _xy(points: list[Point], by_step: bool) -> tuple[list[float], list[float]]:
 
 
 def _finish_axes(ax: Axes, title: str, xlabel: str, calm: list[float]) -> None:
-    """Title, labels, grid; the y range is that of the runs that did not diverge (`calm`), when there are any: a
-    diverged run's 1e+204 would flatten every other curve into one line (its line leaves the top, its × marks
-    where)."""
+    """Title, labels, grid; the y range is that of the runs that neither diverged nor ended no better than guessing
+    (`calm`), when there are any: a diverged run's 1e+204 would flatten every other curve into one line (its line
+    leaves the top, its × marks where)."""
     ax.set_title(mathtext_safe(title), fontsize=9)
     ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers

@@ -21,6 +21,7 @@ from sweeplab.report.values import (
     fmt_value,
     label_value,
     label_without,
+    shown,
     status_reason,
 )
 
@@ -109,14 +110,8 @@ def _series(question: Question, rows: dict[str, dict[str, CellData]], measure: M
     if len(series) == 1:
         (point, values), = series.items()
         return Answer(question.ask, _series_text(values, shapes[point], measure, point) + _missing_text(missing), True)
-    by_shape: dict[str, list[str]] = {}
-    for point, shape in shapes.items():
-        by_shape.setdefault(shape, []).append(point)
-    (common, at), *others = sorted(by_shape.items(), key=lambda kv: -len(kv[1]))
     first, last = question.series[0], question.series[-1]
-    text = (f"{measure.title} from {first} to {last}: it {common} at {len(at)} of {len(series)} grid points "
-            f"({', '.join(at)})")
-    text += "".join(f"; it {shape} at {', '.join(where)}" for shape, where in others) + "."
+    text = f"{measure.title} from {first} to {last}: " + _shared_text(shapes, "grid points", "at")
     return Answer(question.ask, text + " The numbers are in the table." + _missing_text(missing), True)
 
 
@@ -124,11 +119,7 @@ def series_shape(values: list[tuple[str, CellValue]], sign: int) -> str:
     """How a series of three or more goes, at the digits the report shows and beyond the seeds' spread: rises,
     falls, peaks at ROW, dips at ROW, goes up and down, or stays level. A step within the shown digits or the two
     stds is level."""
-    steps = []
-    for (_, a), (_, b) in zip(values, values[1:], strict=False):
-        shown_a, shown_b = float(fmt_value(a.mean).replace(",", "")), float(fmt_value(b.mean).replace(",", ""))
-        spread = (a.std or 0.0) + (b.std or 0.0)
-        steps.append(0 if shown_a == shown_b or abs(b.mean - a.mean) <= spread else (1 if b.mean > a.mean else -1))
+    steps = [_step(a, b) for (_, a), (_, b) in zip(values, values[1:], strict=False)]
     moves = [s for s in steps if s]
     if not moves:
         return "stays level (no step beyond the shown digits or the seeds' spread)"
@@ -140,6 +131,13 @@ def series_shape(values: list[tuple[str, CellValue]], sign: int) -> str:
     if len(turns) == 1:
         return f"{'peaks' if moves[0] > 0 else 'dips'} at {values[_turn_index(steps)][0]}"
     return "goes up and down"
+
+
+def _step(a: CellValue, b: CellValue) -> int:
+    """+1 up, -1 down, 0 level: equal as shown, or a difference within the two seeds' stds."""
+    if shown(a.mean) == shown(b.mean) or abs(b.mean - a.mean) <= (a.std or 0.0) + (b.std or 0.0):
+        return 0
+    return 1 if b.mean > a.mean else -1
 
 
 def _turn_index(steps: list[int]) -> int:
@@ -156,7 +154,8 @@ def _series_text(values: list[tuple[str, CellValue]], shape: str, measure: Measu
     (best, b), (worst, w) = ranked[0], ranked[-1]
     most, _ = _better(measure)
     text = f"{measure.title}{where} {shape}: {numbers}."
-    if level_with_first(ranked) == [best] and not shape.startswith("stays level"):  # no winner within the noise
+    # no winner within the noise, nor one that did not learn
+    if level_with_first(ranked) == [best] and not shape.startswith("stays level") and not b.unlearned:
         text += f" The {most} is {best} ({_v(b)}), the {'lowest' if most == 'highest' else 'highest'} {worst} ({_v(w)})."
     return text
 
@@ -196,26 +195,35 @@ def _missing_text(missing: list[str]) -> str:
 # -------------------------------------------------------------------------------------- compare
 def _compare(question: Question, rows: dict[str, dict[str, CellData]], measure: Measure) -> Answer:
     points = list(dict.fromkeys(p for cells in rows.values() for p in cells)) or [""]
-    missing, ranked_at = [], {}
+    missing, unlearned, ranked_at = [], [], {}
     for point in points:
-        ranked = []
+        ranked, valued = [], 0
         for row, cells in rows.items():
             cv = measure.value(cells[point]) if point in cells else None
-            if cv is not None and cv.has_value:
-                ranked.append((row, cv))
-            else:
+            if cv is None or not cv.has_value:
                 missing.append(f"{_name(row, point)} ({why_missing(cells.get(point), measure)})")
-        ranked_at[point] = sorted(ranked, key=lambda rv: -measure.sign * rv[1].mean) if measure.sign else ranked
-    answerable = {p: r for p, r in ranked_at.items() if len(r) > 1}
-    if not answerable:
+                continue
+            valued += 1
+            if cv.unlearned:  # no better than guessing: named, never ranked
+                unlearned.append(f"{_name(row, point)} ({fmt_value(cv.mean)})")
+            else:
+                ranked.append((row, cv))
+        if valued > 1 and ranked:
+            ranked_at[point] = sorted(ranked, key=lambda rv: -measure.sign * rv[1].mean)
+    if not ranked_at:
         return Answer(question.ask, f"Not answered yet: fewer than two of the rows have a finished "
-                                    f"{measure.title}.{_missing_text(missing)}", False)
-    if len(answerable) == 1:
-        (point, ranked), = answerable.items()
+                                    f"{measure.title}, or none learned.{_unlearned_text(unlearned)}"
+                                    f"{_missing_text(missing)}", False)
+    if len(ranked_at) == 1:
+        (point, ranked), = ranked_at.items()
         text = _ranking_text(ranked, measure, point)
     else:
-        text = _ranking_over_points(answerable, measure)
-    return Answer(question.ask, text + _missing_text(missing), True)
+        text = _ranking_over_points(ranked_at, measure)
+    return Answer(question.ask, text + _unlearned_text(unlearned) + _missing_text(missing), True)
+
+
+def _unlearned_text(unlearned: list[str]) -> str:
+    return f" Did not learn (no better than guessing): {'; '.join(unlearned)}." if unlearned else ""
 
 
 def _better(measure: Measure) -> tuple[str, str]:
@@ -224,8 +232,10 @@ def _better(measure: Measure) -> tuple[str, str]:
 
 def _ranking_text(ranked: list[tuple[str, CellValue]], measure: Measure, point: str) -> str:
     most, more = _better(measure)
-    (best, b), (runner, r) = ranked[0], ranked[1]
     where = f" at {point}" if point else ""
+    if len(ranked) == 1:
+        return f"Only {ranked[0][0]} learned{where}: {measure.title} {_v(ranked[0][1])}."
+    (best, b), (runner, r) = ranked[0], ranked[1]
     top = level_with_first(ranked)
     if len(top) > 1:
         return f"{and_list(top)} tie for the {most} {measure.title}{where}: {_v(b)}."
@@ -242,6 +252,10 @@ def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], meas
     wins: dict[str, list[str]] = {}
     details = []
     for point, ranked in ranked_at.items():
+        if len(ranked) == 1:
+            wins.setdefault(ranked[0][0], []).append(point)
+            details.append(f"{point}: only {ranked[0][0]} learned ({_v(ranked[0][1])})")
+            continue
         top = level_with_first(ranked)
         if len(top) > 1:  # a tie wins for nobody
             details.append(f"{point}: {and_list(top)} tie at {_v(ranked[0][1])}")
@@ -260,9 +274,9 @@ def _ranking_over_points(ranked_at: dict[str, list[tuple[str, CellValue]]], meas
 
 
 def level_with_first(ranked: list[tuple[str, CellValue]]) -> list[str]:
-    """The rows level with the first: equal to the four significant digits the report shows."""
-    first = f"{ranked[0][1].mean:.4g}"
-    return [row for row, cv in ranked if f"{cv.mean:.4g}" == first]
+    """The rows level with the first: equal as the report shows them."""
+    first = shown(ranked[0][1].mean)
+    return [row for row, cv in ranked if shown(cv.mean) == first]
 
 
 def and_list(names: list[str]) -> str:
@@ -270,9 +284,9 @@ def and_list(names: list[str]) -> str:
 
 
 def _v(cv: CellValue) -> str:
-    if cv.std is not None:
-        return f"{fmt_value(cv.mean)} ± {fmt(cv.std, like=cv.mean)} (n={cv.n})"
-    return fmt_value(cv.mean)
+    """A cell's value in a sentence: with its spread over seeds, and marked when it did not learn."""
+    text = fmt_value(cv.mean) if cv.std is None else f"{fmt_value(cv.mean)} ± {fmt(cv.std, like=cv.mean)} (n={cv.n})"
+    return text + (" (did not learn)" if cv.unlearned else "")
 
 
 def gap_text(a: CellValue, b: CellValue) -> str:
@@ -327,7 +341,7 @@ def _pair_text(a: str, b: str, matched: list[tuple[str, float, float]], measure:
     mean_a, mean_b = statistics.fmean(x for _, x, _ in matched), statistics.fmean(y for _, _, y in matched)
     diff = statistics.fmean(diffs)
     lower = "lower" if diff < 0 else "higher"
-    if diff == 0:
+    if shown(mean_a) == shown(mean_b):
         return f"{a} and {b} have the same {measure.title}: {fmt_value(mean_a)}."
     relative = f" ({abs(diff) / abs(mean_b):.1%})" if mean_b else ""
     if len(matched) == 1:
@@ -347,6 +361,8 @@ def _pair_text(a: str, b: str, matched: list[tuple[str, float, float]], measure:
 
 # --------------------------------------------------------------------------------------- versus
 def _versus(question: Question, cells: list[CellData], measure: Measure) -> Answer:
+    """How the metric goes along an axis, a line per value of the other settings: one line, with its numbers;
+    several, what most lines do in one sentence and the others named (their numbers are in the table)."""
     key = question.versus
     lines: dict[str, dict[str, CellValue]] = {}
     missing = []
@@ -365,9 +381,28 @@ def _versus(question: Question, cells: list[CellData], measure: Measure) -> Answ
     if not lines:
         return Answer(question.ask, f"Not answered yet: fewer than two values of {key} have a finished "
                                     f"{measure.title}.{_missing_text(missing)}", False)
-    texts = [_line_text(line, xs, key, measure, question.reach) for line, xs in lines.items()]
-    text = texts[0] if len(texts) == 1 else f"{measure.title} along {key}: " + "; ".join(texts) + "."
+    verdicts = {line: _line_verdict(xs, key, measure, question.reach) for line, xs in lines.items()}
+    if len(lines) == 1:
+        (line, xs), = lines.items()
+        numbers = ", ".join(f"{_v(xs[x])} at {key}={x}" for x in _sorted_xs(xs))
+        text = f"{f'{line}: ' if line else ''}{measure.title} {verdicts[line]} ({numbers})."
+    else:
+        text = f"{measure.title} along {key}: " + _shared_text(verdicts, "lines") + " The numbers are in the table."
     return Answer(question.ask, text + _missing_text(missing), True)
+
+
+def _shared_text(verdicts: dict[str, str], what: str, prep: str = "for") -> str:
+    """What most share, said once, and the others named: `for 7 of 9 lines (A, B, ...) it falls; for C it ...`."""
+    by_verdict: dict[str, list[str]] = {}
+    for name, verdict in verdicts.items():
+        by_verdict.setdefault(verdict, []).append(name)
+    (common, names), *others = sorted(by_verdict.items(), key=lambda kv: -len(kv[1]))
+    if not others:
+        return f"{prep} every one of the {len(verdicts)} {what} it {common}."
+    if len(names) == 1:  # nothing shared: each said
+        return "; ".join(f"{prep} {and_list(where)} it {verdict}" for verdict, where in by_verdict.items()) + "."
+    head = f"{prep} {len(names)} of {len(verdicts)} {what} ({', '.join(names)}) it {common}"
+    return head + "".join(f"; {prep} {and_list(where)} it {verdict}" for verdict, where in others) + "."
 
 
 def _sorted_xs(xs: dict[str, CellValue]) -> list[str]:
@@ -377,35 +412,31 @@ def _sorted_xs(xs: dict[str, CellValue]) -> list[str]:
         return list(xs)
 
 
-def _line_text(line: str, xs: dict[str, CellValue], key: str, measure: Measure, reach: float | None) -> str:
+def _line_verdict(xs: dict[str, CellValue], key: str, measure: Measure, reach: float | None) -> str:
+    """How one line goes along the axis, without its numbers: a trend needs three points or more (two are
+    compared), and a step within the shown digits or the seeds' spread is level."""
     order = _sorted_xs(xs)
-    ys = [xs[x].mean for x in order]
-    who = f"{line}: " if line else ""
     if reach is not None:
-        return who + _reach_text(order, ys, key, measure, reach)
-    if len({f"{y:.4g}" for y in ys}) == 1:  # level to the digits shown: no trend to speak of
-        return f"{who}{measure.title} is {fmt_value(float(f'{ys[0]:.4g}'))} at every {key} ({', '.join(order)})"
-    pairs = list(zip(ys, ys[1:], strict=False))
-    if all(b <= a for a, b in pairs) or all(b >= a for a, b in pairs):
-        verb = "falls" if ys[-1] < ys[0] else "rises"
-        return (f"{who}{measure.title} {verb} steadily from {fmt_value(ys[0])} at {key}={order[0]} to "
-                f"{fmt_value(ys[-1])} at {key}={order[-1]}")
-    hi, lo = ys.index(max(ys)), ys.index(min(ys))
-    return (f"{who}{measure.title} is highest at {key}={order[hi]} ({fmt_value(ys[hi])}) and lowest at "
-            f"{key}={order[lo]} ({fmt_value(ys[lo])}), not steadily")
+        return _reach_verdict(order, [xs[x] for x in order], key, measure, reach)
+    values = [(f"{key}={x}", xs[x]) for x in order]
+    if len(values) > 2:
+        return series_shape(values, measure.sign)
+    (a_name, a), (b_name, b) = values
+    if _step(a, b) == 0:
+        return "is level (no step beyond the shown digits or the seeds' spread)"
+    return f"is {'higher' if b.mean > a.mean else 'lower'} at {b_name} than at {a_name}"
 
 
-def _reach_text(order: list[str], ys: list[float], key: str, measure: Measure, reach: float) -> str:
-    """Where the metric reaches `reach` (at or above for accuracies, at or below for losses)."""
-    ok = [(y >= reach) if measure.sign >= 0 else (y <= reach) for y in ys]
-    level = f"{measure.title} {'≥' if measure.sign >= 0 else '≤'} {reach:g}"
-    values = ", ".join(f"{fmt_value(y)} at {x}" for x, y in zip(order, ys, strict=True))
+def _reach_verdict(order: list[str], values: list[CellValue], key: str, measure: Measure, reach: float) -> str:
+    """Where the metric reaches `reach` (at or above for accuracies, at or below for losses), at the shown digits."""
+    ok = [(shown(cv.mean) >= reach) if measure.sign >= 0 else (shown(cv.mean) <= reach) for cv in values]
+    level = f"{'≥' if measure.sign >= 0 else '≤'} {reach:g}"
     if all(ok):
-        return f"{level} at every {key} up to {order[-1]} ({values})"
+        return f"is {level} at every {key} up to {order[-1]}"
     if not any(ok):
-        return f"no {key} reaches {level} ({values})"
+        return f"is {level} at no {key}"
     first_fail = ok.index(False)
     if all(ok[:first_fail]) and not any(ok[first_fail:]):
-        return f"{level} up to {key}={order[first_fail - 1]}, not from {key}={order[first_fail]} on ({values})"
+        return f"is {level} up to {key}={order[first_fail - 1]}, not from {key}={order[first_fail]} on"
     reached = [x for x, good in zip(order, ok, strict=True) if good]
-    return f"{level} only at {key}={', '.join(reached)} ({values})"
+    return f"is {level} only at {key}={', '.join(reached)}"

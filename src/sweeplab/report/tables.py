@@ -21,6 +21,7 @@ from sweeplab.report.values import (
     integral,
     label_value,
     label_without,
+    shown,
     status_reason,
 )
 
@@ -151,7 +152,7 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
                 out.append(TableCell("not in the grid", missing=True))
                 continue
             note = reference_note(find_references(refs, cell.label, column), cv, sources, spec, column.metric)
-            best = bool(sign) and ended_value(cv) and cv.mean == _column_best(values, x, sign)
+            best = bool(sign) and ended_value(cv) and shown(cv.mean) == _column_best(values, x, sign)
             out.append(TableCell(fmt_cell(cv, counts), best=best, missing=not cv.has_value, note=note))
         rows.append(out)
     row_title = "Variant" if spec.variants else ", ".join(spec.labels.axis(k) for k in list(spec.axes)[:-1])
@@ -161,17 +162,19 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
 
 
 def _column_best(values: dict[tuple[str, str], CellValue], x: str, sign: int) -> float | None:
-    """The best mean at one value of the axis (bold in the pivot), when two or more rows have one."""
-    means = [v.mean for (_, at), v in values.items() if at == x and ended_value(v)]
-    return (max if sign > 0 else min)(means) if len(means) > 1 else None
+    """The best mean at one value of the axis as shown (bold in the pivot) among the rows that learned, when two or
+    more rows have ended values there."""
+    at_x = [v for (_, at), v in values.items() if at == x]
+    means = [shown(v.mean) for v in at_x if ended_value(v)]
+    return (max if sign > 0 else min)(means) if means and sum(v.ended for v in at_x) > 1 else None
 
 
 def _best_index(column: Column, values: list[CellValue]) -> set[int]:
-    """The rows with the best mean (all of them on a tie), when the metric has a direction and
-    at least two rows have numbers."""
+    """The rows with the best mean as shown (all of them on a tie), among those that learned, when the metric has
+    a direction and at least two rows have ended values."""
     sign = direction(column.metric)
-    scored = {i: v.mean * sign for i, v in enumerate(values) if ended_value(v)}
-    if not sign or len(scored) < 2:
+    scored = {i: shown(v.mean) * sign for i, v in enumerate(values) if ended_value(v)}
+    if not sign or not scored or sum(v.ended for v in values) < 2:
         return set()
     top = max(scored.values())
     return {i for i, score in scored.items() if score == top}

@@ -129,6 +129,12 @@ class CellValue:
     expected: int  # seeds the experiment asks for (or the runs stored, if more)
     reasons: tuple[str, ...]  # why runs gave no value; ("not run: ...",) for a cell without runs
     tags: tuple[str, ...]  # statuses of unfinished runs whose (partial) numbers are in the mean
+    unlearned: int = 0  # ended runs in the mean that scored no better than guessing (`learned`)
+
+    @property
+    def ended(self) -> bool:
+        """A value every run of which ended (none running or interrupted, whose partial numbers are tagged)."""
+        return self.has_value and not self.tags
 
     @property
     def has_value(self) -> bool:
@@ -137,13 +143,25 @@ class CellValue:
 
 def ended_value(cv: CellValue) -> bool:
     """A value that may be bold, or win: every run in its mean ended finished (none diverged, none still
-    running or interrupted, whose partial numbers are tagged)."""
-    return cv.has_value and not cv.tags
+    running or interrupted, whose partial numbers are tagged) and learned something."""
+    return cv.ended and not cv.unlearned
+
+
+def chance(run: RunData, metric: str) -> float | None:
+    """What guessing scores on `metric`, as the run's task declared it (`Task.chance`, kept in the summary)."""
+    return run.summary.get(f"chance/{metric.split('/')[-1]}")
+
+
+def learned(run: RunData, metric: str, value: float) -> bool:
+    """False when `value` is no better than guessing: a perplexity at or above the vocabulary's size, an accuracy
+    at or below one over the classes. Without a declared chance or direction, nothing is claimed (True)."""
+    guess, sign = chance(run, metric), direction(metric)
+    return guess is None or not sign or value * sign > guess * sign
 
 
 def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int | None = None,
                expected: int = 1, threshold: float | None = None) -> CellValue:
-    values, reasons, tags = [], [], []
+    values, reasons, tags, unlearned = [], [], [], 0
     for run in cell.runs:
         got = run_value(run, metric, aggregate, epoch, threshold)
         if got.value is None:
@@ -152,12 +170,14 @@ def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int
         values.append(got.value)
         if not run.done:
             tags.append(run.row.status)
+        elif not learned(run, metric, got.value):
+            unlearned += 1
     if not cell.runs:
         reasons.append(cell.extra.get("not_run", "not run"))
     mean = statistics.fmean(values) if values else None
     std = statistics.stdev(values) if len(values) > 1 else None
     return CellValue(mean, std, len(values), max(expected, len(cell.runs)), tuple(dict.fromkeys(reasons)),
-                     tuple(dict.fromkeys(tags)))
+                     tuple(dict.fromkeys(tags)), unlearned)
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -178,6 +198,12 @@ def fmt(value: float, like: float | None = None) -> str:
     if ref >= 1e-3 or ref == 0:
         return f"{value:.4f}"
     return f"{value:.3g}"
+
+
+def shown(value: float) -> float:
+    """The number as the report prints it in sentences and tables (`fmt_value`'s digits). Ties, trends and bold
+    compare these: two numbers printed alike are never called different, nor is one bold beside the other."""
+    return float(fmt_value(value).replace(",", ""))
 
 
 def plural(n: int, noun: str) -> str:
@@ -203,6 +229,8 @@ def fmt_cell(cv: CellValue, integral: bool = False) -> str:
     if cv.expected > 1:
         extras.append(f"n={cv.n}" if cv.n == cv.expected else f"n={cv.n} of {cv.expected}")
     extras += cv.tags
+    if cv.unlearned:
+        extras.append("did not learn" if cv.unlearned == cv.n else f"{cv.unlearned} of {cv.n} did not learn")
     return fmt_mean(cv, integral) + (f" ({'; '.join(extras)})" if extras else "")
 
 

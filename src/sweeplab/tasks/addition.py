@@ -31,6 +31,10 @@ class AdditionTask(StepTask):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # mean over every digit
         return StepOutput(loss, y.size(0), {"exact": hit.all(1).sum(), "digits": hit.sum()})
 
+    def chance(self) -> dict[str, float]:
+        digit = 1 / self.data.num_classes  # every digit of the sum guessed
+        return {"digit_acc": digit, "acc": digit ** self.data.seq_len}
+
     def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1)
         digits = n * self.data.seq_len

@@ -149,6 +149,12 @@ class Task:
         """After training, with the best weights loaded: write artifacts (text, figures); extra summary values."""
         return {}
 
+    def chance(self) -> dict[str, float]:
+        """What guessing scores, by metric name, once `build` has run (a perplexity of the vocabulary's size, an
+        accuracy of one over the classes): the run's summary keeps it as `chance/NAME`, and the report marks a run
+        no better than it as one that did not learn (never bold, never a winner). {}: nothing declared."""
+        return {}
+
     def summarize(self, metrics: list[Metric]) -> dict[str, float]:
         """Extra summary values computed from the run's whole metric history (a resumed run's included),
         e.g. the step at which accuracy settled."""

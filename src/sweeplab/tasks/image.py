@@ -80,6 +80,10 @@ class ImageTask(Task):
         model = self.create_model(spec).to(self.device)
         return model.to(memory_format=torch.channels_last) if channels_last else model
 
+    def chance(self) -> dict[str, float]:
+        classes = self.data.num_classes
+        return {"acc1": 1 / classes, "acc5": min(5, classes) / classes}
+
     # -- training ----------------------------------------------------------------------------
     def batches_per_epoch(self) -> int:
         return max(len(self.train_y) // self.cfg.train.batch_size, 1)

@@ -100,6 +100,9 @@ class LanguageModelTask(Task):
             self.splits[split] = ids.to(self.device)
         return self.create_model(VocabSpec(len(self.corpus.dictionary))).to(self.device)
 
+    def chance(self) -> dict[str, float]:
+        return {"ppl": float(len(self.corpus.dictionary))}  # a uniform guess over the vocabulary
+
     @property
     def dictionary(self) -> Dictionary:
         return self.corpus.dictionary

@@ -29,6 +29,9 @@ class PalindromeTask(StepTask):
         correct = (logits.argmax(-1) == y).sum()
         return StepOutput(F.cross_entropy(logits.float(), y), y.numel(), {"correct": correct})
 
+    def chance(self) -> dict[str, float]:
+        return {"acc": 1 / self.data.num_classes}  # the last digit, guessed
+
     def metrics_of(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["n"], 1)
         return {"loss": sums["loss"] / n, "acc": sums["correct"] / n}

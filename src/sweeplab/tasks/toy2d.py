@@ -72,6 +72,9 @@ class Toy2DTask(Task):
             raise UserError("mlp_numpy computes in NumPy: train.precision must be fp32, train.compile false "
                             "and train.nproc 1")
 
+    def chance(self) -> dict[str, float]:
+        return {"acc": 1 / self.data.num_classes}
+
     def create_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if isinstance(model, NumpyMLP):
             o = self.cfg.optim
