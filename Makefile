@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHARED := $(abspath $(wildcard ../shared/data))
 export SWEEPLAB_DATA ?= $(SHARED)
 
-.PHONY: setup test demo lint clean chromium
+.PHONY: setup test demo picture lint clean chromium
 
 setup: $(STAMP)
 
@@ -27,6 +27,13 @@ chromium:
 
 demo: $(STAMP)
 	$(BIN)/python -m sweeplab.demo
+
+# docs/report.png, the README's picture: today's report of the runs `make demo` stored, as a 1,400 px wide
+# browser window shows its top (headless Chromium).
+picture: $(STAMP)
+	$(BIN)/python -m sweeplab report $(sort $(wildcard experiments/*.yaml)) --out reports/quick
+	chromium --headless --no-sandbox --hide-scrollbars --force-device-scale-factor=1 --window-size=1400,2400 \
+		--screenshot=$(abspath docs/report.png) file://$(abspath reports/quick/index.html)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

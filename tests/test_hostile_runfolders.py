@@ -266,7 +266,7 @@ def test_a_cleaned_svg_keeps_its_drawing(runs: Runs):
     """A hostile SVG loses its active parts only; the report still shows the figure, as an image."""
     (runs.toy / "decision_boundary.svg").write_text(ACTIVE_SVG)
     code, *_ = _invoke(runs.report())
-    figure = runs.out / "figures" / "hostile_toy-01-boundary-MLP.svg"
+    figure = runs.out / "figures" / "hostile_toy-01-boundary-mlp.svg"
     assert code == 0 and figure.is_file()
     assert '<rect width="40" height="40" fill="#3b528b" />' in figure.read_text()
 

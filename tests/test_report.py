@@ -259,8 +259,10 @@ def test_convergence_the_experiments_threshold_wins_in_table_and_analysis(tmp_pa
         "Fastest to converge: length=5 (step 200); slowest: length=15 (step 400), among the 2 "
         "configurations whose finished runs converged."]
     assert not report.pivots  # one axis: the table already is rows × metrics
-    names = sorted(p.name for p in written.figures)
-    assert names == ["paltest-01-versus-data.length.svg", "paltest-02-curves.svg"]
+    names = [p.name for p in written.figures]  # named in the captions' words, each drawn one as SVG and PNG
+    assert names == ["paltest-01-test-acc-vs-length.svg", "paltest-01-test-acc-vs-length.png",
+                     "paltest-02-training-curves.svg", "paltest-02-training-curves.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written.figures if p.suffix == ".png")
     assert written.pages[0].read_text().count("<svg") == 2
 
 
@@ -282,7 +284,7 @@ def test_artifacts_and_text_are_embedded(lm_report):
     report, written, *_ = lm_report
     html = written.pages[0].read_text()
     assert html.count('src="data:image/svg+xml;base64,') == 1  # the TF cell's attention map (first seed)
-    copied = (written.pages[0].parent / "figures" / "lmtest-02-attention-TF.svg").read_text()  # cleaned of its script
+    copied = (written.pages[0].parent / "figures" / "lmtest-02-attention-tf.svg").read_text()  # cleaned of its script
     assert '<rect width="40" height="40" fill="#3b528b" />' in copied and "<script" not in copied
     assert "TF (seed 1111)" in html and "<h4>TF (seed 1111)</h4>" in html
     notes = [b.note for b in report.blocks if type(b).__name__ == "NoteBlock"]
@@ -295,8 +297,8 @@ def test_html_is_self_contained_and_markdown_links_every_figure(lm_report):
     for remote in ('src="http', "href=\"http", "<link", "@import", "url(http"):
         assert remote not in html
     assert "Content-Security-Policy" in html
-    for figure in written.figures:
-        assert f"](figures/{figure.name})" in markdown
+    for figure in written.figures:  # a drawn figure's PNG lies beside the SVG that is linked
+        assert f"](figures/{figure.with_suffix('.svg' if figure.suffix == '.png' else figure.suffix).name})" in markdown
     assert markdown.count("| LSTM1 |") == 2 and "| **" in markdown  # the results table and the models table
 
 

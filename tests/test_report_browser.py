@@ -203,7 +203,7 @@ def test_renders_without_console_errors(page):
 def test_shows_every_table_and_figure(page, report):
     facts, _ = page
     assert facts["tables"] == [6, 3, 2]  # lm: 5 cells + the extra row; palindrome: 3 lengths; toy2d: 2
-    expected = sorted(p.stem for p in report.figures)  # every figure file has its figure on the page
+    expected = sorted({p.stem for p in report.figures})  # every figure file (an SVG and its PNG) is on the page
     assert sorted(f["id"] for f in facts["figures"]) == expected
     assert {f["tag"] for f in facts["figures"]} == {"svg", "img"}
     for figure in facts["figures"]:

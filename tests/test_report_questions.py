@@ -232,10 +232,10 @@ def test_a_27_cell_grid_draws_small_multiples_with_one_colour_per_variant(tmp_pa
             add_run(store, path, f"{name},data.max_digits={digits}",
                     series={"valid/acc": [0.1, 0.2 + i / 20], "valid/digit_acc": [0.5, 0.6], "test/acc": [0.3]})
     written = write_report([str(path)], store, tmp_path / "out")
-    names = [p.name for p in written.figures]
-    assert names == ["gridq-01-curves-valid-acc.svg", "gridq-02-curves-valid-digit_acc.svg",
-                     "gridq-03-versus-data.max_digits.svg"]
-    svgs = [p.read_text() for p in written.figures]
+    names = [p.name for p in written.figures if p.suffix == ".svg"]
+    assert names == ["gridq-01-valid-acc-curves.svg", "gridq-02-valid-digit-acc-curves.svg",
+                     "gridq-03-test-exact-match-vs-max-digits.svg"]
+    svgs = [p.read_text() for p in written.figures if p.suffix == ".svg"]
     assert [len(re.findall(r'<g id="axes_\d+">', svg)) for svg in svgs] == [3, 3, 1]  # a panel per digits value
     assert all(svg.count("V8") == 1 for svg in svgs)  # one legend entry per variant, not one per cell
     for svg in svgs[:2]:
@@ -385,7 +385,7 @@ def test_labels_name_rows_axes_and_values_everywhere_people_read_them(tmp_path):
     assert "RNN, 3 layers has the highest Test exact match at 20 digits" in said
     assert "RNN_3layers" not in said and "data.max_digits" not in said
     written = write_report([str(path)], store, tmp_path / "out")
-    versus = next(p for p in written.figures if "versus" in p.name).read_text()
+    versus = next(p for p in written.figures if p.name.endswith("-vs-digits.svg")).read_text()  # people's words
     assert "RNN, 3 layers" in versus and "digits" in versus and "RNN_3layers" not in versus
 
 

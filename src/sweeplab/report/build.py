@@ -139,11 +139,12 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer, *, pdf: bool = False) -> list[Path]:
-    """figures/ gets this report's figures (`pdf`: the drawn ones as PDF, for LaTeX); an earlier report's figures
-    that this one no longer draws are removed. Only files a report wrote (listed in the manifest) are ever removed:
-    others are the user's."""
-    written = [_write_figure(block, folder, writer, pdf) for report in reports for block in report.blocks
-               if isinstance(block, SvgBlock | ImageBlock) and not (pdf and getattr(block, "figure", None) is None)]
+    """figures/ gets this report's figures: the drawn ones as SVG and PNG (`pdf`: as PDF, for LaTeX), a run's own as
+    it wrote them; an earlier report's figures that this one no longer draws are removed. Only files a report wrote
+    (listed in the manifest) are ever removed: others are the user's."""
+    written = [path for report in reports for block in report.blocks
+               if isinstance(block, SvgBlock | ImageBlock) and not (pdf and getattr(block, "figure", None) is None)
+               for path in _write_figure(block, folder, writer, pdf)]
     names = {p.name for p in written}
     for stale in _manifest(folder) - names:
         (folder / stale).unlink(missing_ok=True)
@@ -151,17 +152,17 @@ def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer
     return written
 
 
-def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer, pdf: bool) -> Path:
+def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer, pdf: bool) -> list[Path]:
     if pdf:
-        path = folder / f"{block.name}.pdf"
-        writer.write(path, block.pdf())
+        files = {f"{block.name}.pdf": block.pdf()}
     elif isinstance(block, SvgBlock):
-        path = folder / f"{block.name}.svg"
-        writer.write(path, ('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg).encode("utf8"))
+        files = {f"{block.name}.svg": ('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg).encode("utf8"),
+                 f"{block.name}.png": block.png()}
     else:
-        path = folder / f"{block.name}{block.suffix}"
-        writer.write(path, block.data)
-    return path
+        files = {f"{block.name}{block.suffix}": block.data}
+    for name, data in files.items():
+        writer.write(folder / name, data)
+    return [folder / name for name in files]
 
 
 def _manifest(folder: Path) -> set[str]:

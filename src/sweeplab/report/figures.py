@@ -53,9 +53,16 @@ class SvgBlock:
 
     def pdf(self) -> bytes:
         """The figure as PDF (no creation date: the same runs, the same bytes), drawn only when asked for."""
+        return self._saved("pdf", metadata={"CreationDate": None})
+
+    def png(self) -> bytes:
+        """The figure as PNG at 150 dpi, for slides and word processors (no date: the same runs, the same bytes)."""
+        return self._saved("png", dpi=150, metadata={"Software": None})
+
+    def _saved(self, fmt: str, **options: object) -> bytes:
         buffer = io.BytesIO()
         with matplotlib.rc_context(STYLE):
-            self.figure.savefig(buffer, format="pdf", metadata={"CreationDate": None})
+            self.figure.savefig(buffer, format=fmt, **options)
         return buffer.getvalue()
 
 
@@ -94,8 +101,10 @@ class Context:
     colours: dict[str, tuple] = field(default_factory=dict)
 
     def name(self, what: str) -> str:
-        """A unique file stem for the next figure of this experiment."""
-        stem = f"{slug(self.spec.name)}-{len(self.names) + 1:02d}-{slug(what)}"
+        """A unique file stem for the next figure of this experiment, in the words its caption uses:
+        `addition-03-test-exact-match-vs-digits`."""
+        words = re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-")[:60].rstrip("-") or "figure"
+        stem = f"{slug(self.spec.name)}-{len(self.names) + 1:02d}-{words}"
         self.names.append(stem)
         return stem
 
@@ -177,13 +186,13 @@ def curves(fs: FigureSpec, ctx: Context) -> list[Block]:
     panels = list(dict.fromkeys(ctx.split(cell.label)[1] for cell in ctx.cells if cell.runs))
     if len(panels) <= 1:
         layout = [(ctx.title(m), m, ctx.cells) for m in drawn]
-        return [_curve_figure(ctx, layout, caption, "curves", None)]
+        return [_curve_figure(ctx, layout, caption, "training curves", None)]
     blocks: list[Block] = []
     for metric in drawn:
         layout = [(ctx.spec.labels.cell(panel), metric, [c for c in ctx.cells if ctx.split(c.label)[1] == panel])
                   for panel in panels]
         blocks.append(_curve_figure(ctx, layout, f"{caption}: {ctx.title(metric)}, a panel per grid point",
-                                    f"curves-{metric}", ctx.title(metric)))
+                                    f"{ctx.title(metric)} curves", ctx.title(metric)))
     return blocks
 
 
@@ -344,7 +353,7 @@ def versus(fs: FigureSpec, ctx: Context) -> list[Block]:
                           label=mathtext_safe(ctx.spec.labels.cell(line) if line else title))
                    for line in lines]
         fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, cols), frameon=False)
-    return [drawn(ctx.name(f"versus-{fs.x}"), caption, fig)]
+    return [drawn(ctx.name(f"{title} vs {ctx.spec.labels.axis(fs.x)}"), caption, fig)]
 
 
 def _versus_line(ax: Axes, points: dict, order: list, numeric: bool, colour: tuple) -> None:
@@ -409,7 +418,7 @@ def _images(ctx: Context, files: tuple[str, ...], caption: str, what: str,
         runs, refused = [run for run in cell.runs if applies(run)], []
         run, name, data = _first_file(CellData(cell.label, runs), files, refused)
         if run is not None:
-            blocks.append(ImageBlock(ctx.name(f"{what}-{cell.label}"), f"{caption}: {_whose(cell, run)}",
+            blocks.append(ImageBlock(ctx.name(f"{what} {ctx.spec.labels.cell(cell.label)}"), f"{caption}: {_whose(cell, run)}",
                                      data, Path(name).suffix))
         elif runs:
             missing.append(f"{cell.label}: {_why_absent(runs[0], files[0], refused)}")
