@@ -528,11 +528,33 @@ def test_a_run_no_better_than_guessing_is_marked_never_bold_and_never_wins(tmp_p
     assert answers(report)["Transformer or LSTM?"].startswith("TF has a higher Test PPL than LSTM1")  # pairs compare
 
     # an accuracy: higher is better, and at chance (0.5 of two classes) is no better than guessing
+    from sweeplab.report.figures import _calm
     from sweeplab.report.values import declared_directions, learned
 
     run = next(r for cell in report.cells for r in cell.runs if cell.label == "LSTM1")
+    other = next(r for cell in report.cells for r in cell.runs if cell.label == "LSTM2")
+    with declared_directions({"ppl": -1}):  # a curve that ended no better than guessing sets no axis range
+        assert not _calm(run, "test/ppl") and _calm(other, "test/ppl")
     run.summary["chance/acc"] = 0.5
     with declared_directions({"acc": 1, "ppl": -1}):
         assert not learned(run, "test/acc", 0.5) and learned(run, "test/acc", 0.51)
         assert not learned(run, "test/ppl", 1000.0) and learned(run, "test/ppl", 999.0)
         assert learned(run, "valid/loss", 1e9)  # no chance declared for the loss: nothing claimed
+
+
+def test_convergence_and_over_fitting_are_said_of_ended_runs_only(tmp_path):
+    """A running run above the threshold may yet fall below it, and a held-out loss rising 'for good' may yet
+    fall: neither is said of it."""
+    store = store_at(tmp_path)
+    text = GRID.replace("{VARIANTS}", "{RNN: {model: rnn}, GRU: {model: gru}}")
+    path = write_experiment(tmp_path, text[:text.index("questions:")] + "analysis: {convergence_threshold: 0.9}\n",
+                            "gridq")
+    rising = {"train/loss": [1.0, 0.8, 0.6, 0.4], "valid/loss": [1.0, 1.1, 1.2, 1.3]}
+    add_run(store, path, "RNN,data.max_digits=5", series={"valid/acc": [0.5, 0.95, 0.96, 0.97], **rising})
+    add_run(store, path, "GRU,data.max_digits=5", series={"valid/acc": [0.5, 0.95, 0.96, 0.97], **rising},
+            status="running")
+    report = report_of(path, store)
+    (converged,) = facts(report, "Convergence")
+    assert converged.startswith("Converged") and "RNN, max_digits=5 at step" in converged and "GRU" not in converged
+    (overfits,) = facts(report, "Over-fitting")
+    assert overfits.startswith("RNN, max_digits=5 over-fits from step") and "GRU" not in overfits

@@ -14,7 +14,7 @@ from typing import Any
 
 @dataclass
 class Labels:
-    variants: dict[str, str] = field(default_factory=dict)  # variant name -> its label
+    variants: dict[str, str] = field(default_factory=dict)  # variant name -> its label (its name, without one)
     axes: dict[str, Any] = field(default_factory=dict)  # axis key -> experiment.AxisLabel
     values: dict[str, list[str]] = field(default_factory=dict)  # axis key -> its values, as labels write them
 
@@ -44,13 +44,14 @@ class Labels:
         return ", ".join(parts)
 
     def text(self, text: str) -> str:
-        """A sentence with every name in it as people read it (whole names only: `RNN` inside `RNN_3layers` stays)."""
+        """A sentence with every name in it as people read it (whole names only: `RNN` inside `RNN_3layers` stays);
+        a cell label, names joined by commas, reads as `RNN, 3 layers, 9 digits`."""
         names = self._names()
         if not names:
             return text
-        pattern = re.compile(r"(?<![\w.=-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
-                             + r")(?![\w=-]|\.\w)")  # a sentence's full stop may follow
-        return pattern.sub(lambda m: names[m.group(1)], text)
+        name = "(?:" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + ")"
+        pattern = re.compile(rf"(?<![\w.=-])({name}(?:,{name})*)(?![\w=-]|\.\w)")  # a full stop may follow
+        return pattern.sub(lambda m: ", ".join(names[part] for part in m.group(1).split(",")), text)
 
     def _names(self) -> dict[str, str]:
         names = {name: label for name, label in self.variants.items()}

@@ -109,7 +109,7 @@ def spec_from_experiment(experiment: Experiment, *, source: str) -> ReportSpec:
         variants=list(experiment.variants),
         axes={key: [format_value(v) for v in values] for key, values in experiment.axes.items()},
         references=list(experiment.references),
-        labels=Labels({k: v for k, v in experiment.labels.items() if k in experiment.variants}, experiment.axis_labels(),
+        labels=Labels({k: experiment.labels.get(k, k) for k in experiment.variants}, experiment.axis_labels(),
                       {key: [format_value(v) for v in values] for key, values in experiment.axes.items()}),
     )
 
