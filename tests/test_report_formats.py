@@ -11,11 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from markupsafe import escape
 
+from sweeplab.report.build import write_report
 from sweeplab.report.latex import tex
+from sweeplab.report.markdown import md
+from sweeplab.report.model import Definitions, ExperimentReport, Item, Items, Term
+from sweeplab.store import open_store
+from test_report import add_run, write_experiment
 
 CLI = [sys.executable, "-m", "sweeplab"]
-HOSTILE = r"A&B_50% $x$ #1 {y} \input{/etc/passwd} ~^ <i>"
+HOSTILE = r"A&B_50% $x$ #1 {y} \input{/etc/passwd} ~^ <i> {{ 7*7 }} **x**"
+# What each of the three views could mistake for its own markup: HTML, Jinja, LaTeX, Markdown, math.
+ATTACK = r"<script>alert(1)</script> {{ 7*7 }} {% if 1 %} \input{/etc/passwd} **x** $x$ [a](javascript:x) | & % #"
 # A training function of the test's own: two epochs of a tiny model, a few seconds for the whole sweep.
 LOOP = """
 import torch
@@ -146,3 +154,62 @@ def test_without_chromium_the_pdf_is_one_line_and_nothing_is_left(swept):
                           cwd=folder, capture_output=True, text=True, env={**os.environ, "PATH": str(folder)})
     assert made.returncode == 2 and "headless Chromium, which is not installed" in made.stderr
     assert len(made.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+# --------------------------------------------------------------------------- one model, three views
+@pytest.fixture()
+def hostile_store(tmp_path: Path) -> tuple[Path, str]:
+    """An experiment with the attack in its title, a row's name, a run's note and a run's error; the runs are
+    written to the store directly (nothing trains)."""
+    store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+    spec = {"name": "inert", "title": f"Title {ATTACK}", "task": "toy2d",
+            "variants": {f"row {ATTACK}": {"model": "mlp"}, "plain": {"model": "mlp_numpy"}},
+            "columns": [{"title": "Test acc", "metric": "test/acc"}],
+            "figures": [{"kind": "curves", "metrics": ["train/loss"]}]}
+    path = write_experiment(tmp_path, yaml.safe_dump(spec), "inert")
+    add_run(store, path, f"row {ATTACK}", series={"train/loss": [0.6, 0.3], "test/acc": [0.9]}, note=f"note {ATTACK}")
+    add_run(store, path, "plain", series={"train/loss": [0.7]}, status="failed", error=f"boom {ATTACK}")
+    return path, store.url
+
+
+def views(folder: Path, path: Path, store_url: str) -> tuple[str, str, str]:
+    """(index.html, report.md, report.tex with its table fragments); report.tex compiled with pdflatex."""
+    store = open_store(store_url)
+    html, markdown = (p.read_text() for p in write_report([str(path)], store, folder / "html").pages)
+    write_report([str(path)], store, folder / "tex", fmt="latex")
+    compiled = pdflatex(folder / "tex", "report.tex")
+    assert compiled.returncode == 0, compiled.stdout[-2000:]
+    latex = "".join(p.read_text() for p in [folder / "tex" / "report.tex", *(folder / "tex" / "tables").glob("*.tex")])
+    return html, markdown, latex
+
+
+def test_hostile_text_reaches_all_three_views_inert(hostile_store, tmp_path):
+    """The attack in a title, a row's name, a run's note and its error: in every view as that view's one escaping
+    filter writes it (so shown as typed), nowhere as markup; report.tex compiles."""
+    html, markdown, latex = views(tmp_path, *hostile_store)
+    for text, escaped in ((html, str(escape(ATTACK))), (markdown, md(ATTACK)), (latex, tex(ATTACK))):
+        for where in ("Title ", "row ", "note ", "boom "):
+            assert where + escaped in text, where
+    assert "<script" not in html.lower() and "{{ 7*7 }} {% if 1 %}" in html  # as typed: no template read it
+    assert not any(markup in markdown for markup in ("<script", "**x**", "$x$", "[a](javascript:x)"))
+    assert r"\input{/etc/passwd}" not in latex and "$x$" not in latex
+
+
+def test_a_section_added_to_the_model_appears_in_all_three_views(hostile_store, tmp_path, monkeypatch):
+    """Adding a section (of a kind the views know) is one change in the model: every view renders it, escaped."""
+    added = [Items("Caveats & <b>limits</b>", [Item(f"Seeds {ATTACK}.", "only one, **so far**")]),
+             Definitions("Licence", [Term("Data", [f"CC-BY {ATTACK}", "see the source"])])]
+    sections = ExperimentReport.sections
+    monkeypatch.setattr(ExperimentReport, "sections", lambda self: [*sections(self), *added])
+    html, markdown, latex = views(tmp_path, *hostile_store)
+    assert "<h3>Caveats &amp; &lt;b&gt;limits&lt;/b&gt;</h3>" in html
+    assert f"<li><strong>Seeds {escape(ATTACK)}.</strong> only one, **so far**</li>" in html
+    assert f"<dt>Data</dt><dd>CC-BY {escape(ATTACK)}</dd><dd>see the source</dd>" in html
+    assert "### Caveats &amp; &lt;b&gt;limits&lt;/b&gt;" in markdown
+    assert f"- **Seeds {md(ATTACK)}.** only one, \\*\\*so far\\*\\*" in markdown
+    assert f"### Licence\n\n- **Data**: CC-BY {md(ATTACK)}; see the source" in markdown
+    assert r"\subsection*{Caveats \& \textless{}b\textgreater{}limits\textless{}/b\textgreater{}}" in latex
+    assert rf"\item \textbf{{Seeds {tex(ATTACK)}.}} only one, **so far**" in latex
+    assert r"\subsection*{Licence}" in latex and rf"\item \textbf{{Data}}: CC-BY {tex(ATTACK)}; see the source" in latex
+    for text in (html, markdown, latex):  # after the per-run facts, in the order the model gives
+        assert text.index("Per-run facts") < text.index("Caveats") < text.index("Licence")
