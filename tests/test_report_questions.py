@@ -558,3 +558,15 @@ def test_convergence_and_over_fitting_are_said_of_ended_runs_only(tmp_path):
     assert converged.startswith("Converged") and "RNN, max_digits=5 at step" in converged and "GRU" not in converged
     (overfits,) = facts(report, "Over-fitting")
     assert overfits.startswith("RNN, max_digits=5 over-fits from step") and "GRU" not in overfits
+
+
+def test_a_series_shape_names_a_plateau_and_a_lone_step():
+    from sweeplab.report.questions import series_shape
+    from sweeplab.report.values import CellValue
+
+    def shape(*values):
+        return series_shape([(f"lr{i}", CellValue(v, None, 1, 1, (), ())) for i, v in enumerate(values)], 1)
+
+    assert shape(0.0, 1.0, 1.0, 0.06) == "peaks at lr1 and lr2"  # the top is two rows wide: both named
+    assert shape(1.0, 1.0, 1.0, 0.9997) == "falls only at lr3, level elsewhere"  # not "falls": one step of three
+    assert shape(0.1, 0.5, 0.9) == "rises"

@@ -141,8 +141,8 @@ def _fastest_text(reached: list[tuple[float, str, str]]) -> str:
     fast, slow = min(r[0] for r in reached), max(r[0] for r in reached)
     if fast == slow:
         return f"Every configuration that converges does so at the same {unit} ({fmt_count(fast)})."
-    fastest = " and ".join(label for at, label, _ in reached if at == fast)
-    slowest = " and ".join(label for at, label, _ in reached if at == slow)
+    fastest = and_list([label for at, label, _ in reached if at == fast])
+    slowest = and_list([label for at, label, _ in reached if at == slow])
     return (f"Fastest to converge: {fastest} ({unit} {fmt_count(fast)}); slowest: {slowest} "
             f"({unit} {fmt_count(slow)}), among the {len(reached)} configurations whose finished runs converged.")
 

@@ -58,6 +58,7 @@ def _build_experiment(spec: ReportSpec, store: Store) -> ExperimentReport:
     answers = [replace(a, text=words(a.text)) for a in answer_questions(spec, cells, columns)]
     setup = describe_setup(cells)
     setup.models = [replace(m, row=spec.labels.cell(m.row)) for m in setup.models]
+    setup.timing = [words(line) for line in setup.timing]
     return ExperimentReport(spec, cells, table, create_blocks(spec, cells), analysis, answers,
                             build_pivots(spec, cells, columns), setup)
 

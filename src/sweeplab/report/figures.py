@@ -128,7 +128,13 @@ class Context:
         """An axis title from the experiment's column titles (the column with this metric and aggregate: a
         curve is no "Best valid acc"), else the key."""
         column = next((c for c in self.spec.columns if c.metric == metric and c.aggregate == aggregate), None)
-        return column.title if column else metric
+        return column.title if column else readable(metric)
+
+
+def readable(metric: str) -> str:
+    """A metric key as words: `valid/digit_acc` reads `Valid digit acc`."""
+    words = metric.replace("/", " ").replace("_", " ")
+    return words[:1].upper() + words[1:]
 
 
 def legend_columns(handles: list[Line2D], panels: int) -> int:

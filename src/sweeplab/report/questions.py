@@ -123,13 +123,21 @@ def series_shape(values: list[tuple[str, CellValue]], sign: int) -> str:
     moves = [s for s in steps if s]
     if not moves:
         return "stays level (no step beyond the shown digits or the seeds' spread)"
+    if len(moves) == 1 < len(steps):  # level but for one step: said where
+        at = values[steps.index(moves[0]) + 1][0]
+        return f"{'rises' if moves[0] > 0 else 'falls'} only at {at}, level elsewhere"
     if all(s > 0 for s in moves):
         return "rises"
     if all(s < 0 for s in moves):
         return "falls"
     turns = [i for i in range(1, len(moves)) if moves[i] != moves[i - 1]]
     if len(turns) == 1:
-        return f"{'peaks' if moves[0] > 0 else 'dips'} at {values[_turn_index(steps)][0]}"
+        turn = _turn_index(steps)
+        top = [values[turn][0]]
+        while turn < len(steps) and steps[turn] == 0:  # a plateau: every row of it
+            turn += 1
+            top.append(values[turn][0])
+        return f"{'peaks' if moves[0] > 0 else 'dips'} at {and_list(top)}"
     return "goes up and down"
 
 
@@ -280,7 +288,12 @@ def level_with_first(ranked: list[tuple[str, CellValue]]) -> list[str]:
 
 
 def and_list(names: list[str]) -> str:
-    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    """`A, B and C`; names with commas of their own (`RNN, 3 layers`) are set apart by semicolons."""
+    return name_list(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+
+
+def name_list(names: list[str]) -> str:
+    return ("; " if any("," in name for name in names) else ", ").join(names)
 
 
 def _v(cv: CellValue) -> str:
@@ -401,7 +414,7 @@ def _shared_text(verdicts: dict[str, str], what: str, prep: str = "for") -> str:
         return f"{prep} every one of the {len(verdicts)} {what} it {common}."
     if len(names) == 1:  # nothing shared: each said
         return "; ".join(f"{prep} {and_list(where)} it {verdict}" for verdict, where in by_verdict.items()) + "."
-    head = f"{prep} {len(names)} of {len(verdicts)} {what} ({', '.join(names)}) it {common}"
+    head = f"{prep} {len(names)} of {len(verdicts)} {what} ({name_list(names)}) it {common}"
     return head + "".join(f"; {prep} {and_list(where)} it {verdict}" for verdict, where in others) + "."
 
 

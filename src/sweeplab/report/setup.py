@@ -151,6 +151,8 @@ def timing(cells: list[CellData]) -> list[str]:
     values = sorted(times.values())
     slow = max(times, key=times.get)
     fast = min(times, key=times.get)
+    if len(values) == 1:
+        return [f"1 ended run: {_duration(values[0])}"]
     return [f"{len(values)} ended runs: median {_duration(statistics.median(values))} per run, total "
             f"{_duration(sum(values))}; fastest {fast[0]} ({_duration(times[fast])}), slowest {slow[0]} "
             f"({_duration(times[slow])})"]
