@@ -191,14 +191,14 @@ def test_references_stand_beside_ours(tmp_path):
     report = report_of(path, store)
     assert "Test PPL (reference)" not in report.table.header  # references are a cell's second line, not columns
     rows = {row[0].text: row[1] for row in report.table.rows}
-    assert (rows["LSTM1"].text, rows["LSTM1"].note) == ("118.0", "reference 120.94 [1]; ours − reference -2.94")
-    assert rows["TF"].note == "reference empty in the source [1]; ours − reference —"
+    assert (rows["LSTM1"].text, rows["LSTM1"].note) == ("118.0", "reference 120.94 [1], ours − reference -2.94")
+    assert rows["TF"].note == "" and report.table.sources == ["course report 000"]  # an empty source cell, no why
     assert rows["GRU1"].note == ""
     assert report.table.sources == ["course report 000"]
     written = write_report([str(path)], store, tmp_path / "out")
     html, markdown = (p.read_text() for p in written.pages)
-    assert '>118.0<span class="ref">reference 120.94 [1]; ours − reference -2.94</span>' in html
-    assert "| **118.0**<br>*reference 120.94 \\[1\\]; ours − reference -2.94* |" in markdown
+    assert '>118.0<span class="ref">reference 120.94 [1], ours − reference -2.94</span>' in html
+    assert "| **118.0**<br>*reference 120.94 \\[1\\], ours − reference -2.94* |" in markdown
 
 
 def test_a_two_axis_grid_pivots_rows_against_the_last_axis(tmp_path):
@@ -352,7 +352,7 @@ def test_counts_agree_with_their_nouns_and_a_step_count_has_no_decimals(tmp_path
     assert "1 cell, 1 run (1 finished)" in report.meta_line() and "1 of 1 cell finished" in report.summary_line()
     assert [s.text for s in report.analysis if s.topic == "Status"] == ["The run finished."]
     params = report.table.rows[0][report.table.header.index("Params")]
-    assert params.note == "reference 12,000 [1]; ours − reference +345"  # a count minus the course's: no decimals
+    assert params.note == "reference 12,000 [1], ours − reference +345"  # a count minus the course's: no decimals
 
 
 def test_a_diverged_curve_does_not_set_the_axes_range():
@@ -419,7 +419,8 @@ def test_a_scale_that_does_not_measure_a_metric_answers_nothing_about_it(tmp_pat
     for answer in report.answers:
         assert not answer.answered and answer.text.startswith("Not answered at scale quick, which measures params")
     row = next(r for r in report.table.rows if r[0].text == "LSTM1")
-    assert row[1].note == "reference 120.94 [1]; ours − reference — (not measured at scale quick)"
+    assert row[1].note == "reference 120.94 [1], not subtracted: scale quick does not measure it"
+    assert not any(r[1].best for r in report.table.rows)  # nor is the lowest of them bold
 
 
 def test_a_metric_without_a_declared_direction_is_never_ranked(tmp_path):
@@ -448,7 +449,7 @@ def test_every_source_of_a_cell_is_shown_and_one_at_other_settings_is_not_subtra
     path = write_experiment(tmp_path, text, "lmq")
     add_run(store, path, "LSTM1", series=lm_series([5.0], [4.9], 118.0))
     cell = {r[0].text: r[1] for r in report_of(path, store).table.rows}["LSTM1"]
-    assert cell.note == "reference 120.94 [1]; 100 [2] (at 40 epochs, a GPU); ours − reference -2.94; — (other settings)"
+    assert cell.note == ("reference 120.94 [1], ours − reference -2.94; reference 100 [2], at 40 epochs, a GPU: not subtracted")
 
 
 SERIES = GRID.replace("{VARIANTS}", "{D1: {model.nlayers: 1}, D2: {model.nlayers: 2}, D3: {model.nlayers: 3}, "

@@ -391,7 +391,7 @@ def generated_text(fs: FigureSpec, ctx: Context) -> list[Block]:
         run, _, data = _first_file(cell, (TEXT_FILE,), refused)
         if run is not None:
             text = data.decode("utf8", errors="replace").strip()  # escaped where it is written (html, markdown)
-            samples.append((_whose(cell, run), text[:MAX_TEXT_CHARS] + ("…" if len(text) > MAX_TEXT_CHARS else "")))
+            samples.append((_whose(ctx, cell, run), text[:MAX_TEXT_CHARS] + ("…" if len(text) > MAX_TEXT_CHARS else "")))
         elif cell.runs:
             missing.append(f"{cell.label}: {_why_absent(cell.runs[0], TEXT_FILE, refused)}")
     blocks: list[Block] = [TextBlock(caption, samples)] if samples else []
@@ -424,8 +424,8 @@ def _images(ctx: Context, files: tuple[str, ...], caption: str, what: str,
         runs, refused = [run for run in cell.runs if applies(run)], []
         run, name, data = _first_file(CellData(cell.label, runs), files, refused)
         if run is not None:
-            blocks.append(ImageBlock(ctx.name(f"{what} {ctx.spec.labels.cell(cell.label)}"), f"{caption}: {_whose(cell, run)}",
-                                     data, Path(name).suffix))
+            name_words = f"{what} {ctx.spec.labels.cell(cell.label)}"
+            blocks.append(ImageBlock(ctx.name(name_words), f"{caption}: {_whose(ctx, cell, run)}", data, Path(name).suffix))
         elif runs:
             missing.append(f"{cell.label}: {_why_absent(runs[0], files[0], refused)}")
     if missing or not blocks:
@@ -466,8 +466,8 @@ def _read_artifact(run_dir: Path, name: str) -> bytes | None:
         raise RefusedFile(run_dir / name, str(exc)) from None
 
 
-def _whose(cell: CellData, run: RunData | None) -> str:
-    return cell.label + (f" (seed {run.seed})" if run is not None and len(cell.runs) > 1 else "")
+def _whose(ctx: Context, cell: CellData, run: RunData | None) -> str:
+    return ctx.spec.labels.cell(cell.label) + (f" (seed {run.seed})" if run is not None and len(cell.runs) > 1 else "")
 
 
 def _why_absent(run: RunData, name: str, refused: list[str]) -> str:

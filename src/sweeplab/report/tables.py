@@ -54,43 +54,31 @@ def find_references(refs: list[Reference], label: str, column: Column) -> list[R
     return [r for r in refs if names_cell(r) and r.column in (column.title, column.metric)]
 
 
-def references_text(refs: list[Reference], ours: CellValue, sources: list[str], spec: ReportSpec,
-                    metric: str) -> tuple[str, str]:
-    """(every reference of a cell, ours minus each), `; `-separated. Nothing is subtracted from a number the
-    scale does not measure, nor from a reference measured at other settings (it says which)."""
-    texts, diffs = [], []
-    for ref in refs:
-        theirs, diff = reference_text(ref, ours, sources)
-        if ref.settings:
-            theirs, diff = f"{theirs} (at {ref.settings})", "— (other settings)"
-        elif ref.value is not None and not measured(spec, metric):
-            diff = f"— (not measured at scale {spec.scale})"
-        texts.append(theirs)
-        diffs.append(diff)
-    return "; ".join(texts), "; ".join(diffs)
-
-
 def reference_note(refs: list[Reference], ours: CellValue, sources: list[str], spec: ReportSpec, metric: str) -> str:
-    """The second line of a cell with references: `reference 120.94 [1]; ours − reference -2.94`."""
-    if not refs:
-        return ""
-    theirs, diff = references_text(refs, ours, sources, spec, metric)
-    return f"reference {theirs}; ours − reference {diff}"
+    """The second line of a cell with references, one clause each: `reference 120.94 [1], ours − reference -2.94`.
+    Nothing is subtracted from a number the scale does not measure, nor from a reference measured at other
+    settings (it says which); an empty cell in the source is said when the source says why (else its source is
+    listed under the table, and the cell stays quiet)."""
+    return "; ".join(filter(None, (_reference_clause(ref, ours, sources, spec, metric) for ref in refs)))
 
 
-def reference_text(ref: Reference, ours: CellValue, sources: list[str]) -> tuple[str, str]:
-    """(the reference, ours minus it), with the source's number; an empty cell in the source said plainly."""
+def _reference_clause(ref: Reference, ours: CellValue, sources: list[str], spec: ReportSpec, metric: str) -> str:
     if ref.source not in sources:
         sources.append(ref.source)
-    mark = f" [{sources.index(ref.source) + 1}]"
-    note = f"; {ref.note}" if ref.note else ""
+    mark = f"[{sources.index(ref.source) + 1}]"
     if ref.value is None:
-        return f"empty in the source{mark}{note}", "—"
-    counts = ours.mean is not None and ours.mean == int(ours.mean) and ref.value == int(ref.value)  # steps, params
-    diff = (f"{ours.mean - ref.value:+,.{0 if counts else 2}f}" if ours.mean is not None
-            else "— (no value of ours)")
+        return f"{mark} gives no number: {ref.note}" if ref.note else ""
+    note = f" ({ref.note})" if ref.note else ""
     theirs = f"{int(ref.value):,}" if ref.value == int(ref.value) else f"{ref.value:,}"  # as the source prints it
-    return f"{theirs}{mark}{note}", diff
+    clause = f"reference {theirs} {mark}{note}"
+    if ref.settings:
+        return f"{clause}, at {ref.settings}: not subtracted"
+    if not measured(spec, metric):
+        return f"{clause}, not subtracted: scale {spec.scale} does not measure it"
+    if ours.mean is None:
+        return clause
+    counts = ours.mean == int(ours.mean) and ref.value == int(ref.value)  # steps, params: whole numbers
+    return f"{clause}, ours − reference {ours.mean - ref.value:+,.{0 if counts else 2}f}"
 
 
 def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], common_note: str | None) -> ResultTable:
@@ -109,7 +97,8 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
         for c in columns:
             cv = values[c][i]
             note = reference_note(find_references(refs, cell.label, c), cv, sources, spec, c.metric)
-            row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value, note=note))
+            bold = i in best[c] and measured(spec, c.metric)  # a number the scale does not measure wins nothing
+            row.append(TableCell(fmt_cell(cv, counts[c]), best=bold, missing=not cv.has_value, note=note))
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
         rows.append(row)
@@ -152,7 +141,8 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
                 out.append(TableCell("not in the grid", missing=True))
                 continue
             note = reference_note(find_references(refs, cell.label, column), cv, sources, spec, column.metric)
-            best = bool(sign) and ended_value(cv) and shown(cv.mean) == _column_best(values, x, sign)
+            best = (bool(sign) and measured(spec, column.metric) and ended_value(cv)
+                    and shown(cv.mean) == _column_best(values, x, sign))
             out.append(TableCell(fmt_cell(cv, counts), best=best, missing=not cv.has_value, note=note))
         rows.append(out)
     row_title = "Variant" if spec.variants else ", ".join(spec.labels.axis(k) for k in list(spec.axes)[:-1])
