@@ -571,3 +571,22 @@ def test_a_series_shape_names_a_plateau_and_a_lone_step():
     assert shape(0.0, 1.0, 1.0, 0.06) == "peaks at lr1 and lr2"  # the top is two rows wide: both named
     assert shape(1.0, 1.0, 1.0, 0.9997) == "falls only at lr3, level elsewhere"  # not "falls": one step of three
     assert shape(0.1, 0.5, 0.9) == "rises"
+
+
+def test_a_pair_the_same_everywhere_says_where_and_a_count_reads_as_one(tmp_path):
+    """Two variants equal at each grid point are said equal at each (not at a mean over datasets that no table
+    shows), and a step count is `600`, not `600.0`."""
+    store = store_at(tmp_path)
+    text = GRID.replace("{VARIANTS}", "{RNN: {model: rnn}, GRU: {model: gru}}")
+    text = text[:text.index("questions:")] + (
+        "questions:\n  - {ask: \"Same?\", pair: [RNN, GRU], metric: test/acc}\n"
+        "  - {ask: \"Faster?\", pair: [RNN, GRU], metric: convergence_step, at: {data.max_digits: 5}}\n")
+    path = write_experiment(tmp_path, text, "gridq")
+    for variant, step in (("RNN", 600.0), ("GRU", 900.0)):
+        for digits, acc in zip((5, 10, 20), (1.0, 0.9, 0.5), strict=True):
+            add_run(store, path, f"{variant},data.max_digits={digits}", series={"valid/acc": [0.5, 1.0], "test/acc": [acc]},
+                    summary={"convergence_step": step})
+    said = answers(report_of(path, store))
+    assert said["Same?"] == ("RNN and GRU have the same Test exact match at every one of the 3 matched grid points and "
+                             "seeds: max_digits=5 1.000, max_digits=10 0.9000, max_digits=20 0.5000.")
+    assert said["Faster?"] == "RNN has a lower Convergence step than GRU: 600 against 900, a difference of 300 (33.3%)."

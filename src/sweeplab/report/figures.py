@@ -27,7 +27,7 @@ from sweeplab.experiment import Figure as FigureSpec
 from sweeplab.report.collect import CellData, Point, RunData
 from sweeplab.report.spec import ReportSpec
 from sweeplab.report.svg_clean import UnsafeSvg, clean_svg
-from sweeplab.report.values import label_without, learned, status_reason, versus_points
+from sweeplab.report.values import label_without, learned, readable, status_reason, versus_points
 from sweeplab.store.runfiles import RefusedFile, read_run_file
 
 COLORS = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
@@ -129,12 +129,6 @@ class Context:
         curve is no "Best valid acc"), else the key."""
         column = next((c for c in self.spec.columns if c.metric == metric and c.aggregate == aggregate), None)
         return column.title if column else readable(metric)
-
-
-def readable(metric: str) -> str:
-    """A metric key as words: `valid/digit_acc` reads `Valid digit acc`."""
-    words = metric.replace("/", " ").replace("_", " ")
-    return words[:1].upper() + words[1:]
 
 
 def legend_columns(handles: list[Line2D], panels: int) -> int:

@@ -18,9 +18,12 @@ from sweeplab.report.values import (
     cell_value,
     direction,
     fmt,
+    fmt_count,
     fmt_value,
+    is_count,
     label_value,
     label_without,
+    readable,
     shown,
     status_reason,
 )
@@ -71,7 +74,7 @@ def measure_for(question: Question, columns: list[Column], spec: ReportSpec) -> 
         next((c for c in columns if direction(c.metric)), columns[0] if columns else None)
     metric = question.metric or (column.metric if column else "valid/loss")
     aggregate = question.aggregate or (column.aggregate if column else "final")
-    return Measure(metric, aggregate, column.title if column else metric, spec.convergence_threshold)
+    return Measure(metric, aggregate, column.title if column else readable(metric), spec.convergence_threshold)
 
 
 def answer(question: Question, spec: ReportSpec, cells: list[CellData], measure: Measure) -> Answer:
@@ -297,8 +300,10 @@ def name_list(names: list[str]) -> str:
 
 
 def _v(cv: CellValue) -> str:
-    """A cell's value in a sentence: with its spread over seeds, and marked when it did not learn."""
-    text = fmt_value(cv.mean) if cv.std is None else f"{fmt_value(cv.mean)} ± {fmt(cv.std, like=cv.mean)} (n={cv.n})"
+    """A cell's value in a sentence, at the precision of its kind (a step is `600`, an accuracy `0.9500`): with its
+    spread over seeds, and marked when it did not learn."""
+    mean = fmt_count(cv.mean) if cv.count else fmt_value(cv.mean)
+    text = mean if cv.std is None else f"{mean} ± {fmt(cv.std, like=cv.mean)} (n={cv.n})"
     return text + (" (did not learn)" if cv.unlearned else "")
 
 
@@ -354,18 +359,24 @@ def _pair_text(a: str, b: str, matched: list[tuple[str, float, float]], measure:
     mean_a, mean_b = statistics.fmean(x for _, x, _ in matched), statistics.fmean(y for _, _, y in matched)
     diff = statistics.fmean(diffs)
     lower = "lower" if diff < 0 else "higher"
-    if shown(mean_a) == shown(mean_b):
-        return f"{a} and {b} have the same {measure.title}: {fmt_value(mean_a)}."
+    number = fmt_count if is_count(measure.metric, [v for _, x, y in matched for v in (x, y)]) else fmt_value
+    points = len({p for p, _, _ in matched})
+    if all(shown(x) == shown(y) for _, x, y in matched):  # the same everywhere, as shown: said where, not averaged
+        if len(matched) == 1:
+            return f"{a} and {b} have the same {measure.title}: {number(mean_a)}."
+        where = ", ".join(f"{p or 'seed'} {number(x)}" for p, x, _ in matched) if points == len(matched) else ""
+        return (f"{a} and {b} have the same {measure.title} at every one of the {len(matched)} matched "
+                + ("seeds" if points == 1 else "grid points and seeds") + (f": {where}." if where else "."))
     relative = f" ({abs(diff) / abs(mean_b):.1%})" if mean_b else ""
     if len(matched) == 1:
-        return (f"{a} has a {lower} {measure.title} than {b}: {fmt_value(mean_a)} against {fmt_value(mean_b)}, "
-                f"a difference of {fmt(abs(diff), like=abs(diff))}{relative}.")
-    points = len({p for p, _, _ in matched})
+        return (f"{a} has a {lower} {measure.title} than {b}: {number(mean_a)} against {number(mean_b)}, "
+                f"a difference of {number(abs(diff)) if number is fmt_count else fmt(abs(diff), like=abs(diff))}"
+                f"{relative}.")
     over = f"{len(matched)} matched " + ("seeds" if points == 1 else "grid points and seeds")
     same_side = sum((d < 0) == (diff < 0) and d != 0 for d in diffs)
     std = statistics.stdev(diffs)
     text = (f"{a} has a {lower} {measure.title} than {b} in {same_side} of {len(matched)} {over.split(' ', 1)[1]} "
-            f"(on average {fmt_value(mean_a)} against {fmt_value(mean_b)}, {fmt(abs(diff), like=abs(diff))}"
+            f"(on average {number(mean_a)} against {number(mean_b)}, {fmt(abs(diff), like=abs(diff))}"
             f"{relative} {lower}).")
     size = "larger" if abs(diff) > std else "not larger"
     return text + (f" The mean paired difference, {fmt(diff, like=diff)} ± {fmt(std, like=diff)} over {over}, is "

@@ -130,6 +130,7 @@ class CellValue:
     reasons: tuple[str, ...]  # why runs gave no value; ("not run: ...",) for a cell without runs
     tags: tuple[str, ...]  # statuses of unfinished runs whose (partial) numbers are in the mean
     unlearned: int = 0  # ended runs in the mean that scored no better than guessing (`learned`)
+    count: bool = False  # a count (steps, epochs, params: a summary key of whole numbers), printed as one
 
     @property
     def ended(self) -> bool:
@@ -177,7 +178,7 @@ def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int
     mean = statistics.fmean(values) if values else None
     std = statistics.stdev(values) if len(values) > 1 else None
     return CellValue(mean, std, len(values), max(expected, len(cell.runs)), tuple(dict.fromkeys(reasons)),
-                     tuple(dict.fromkeys(tags)), unlearned)
+                     tuple(dict.fromkeys(tags)), unlearned, is_count(metric, values))
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -206,6 +207,12 @@ def shown(value: float) -> float:
     return float(fmt_value(value).replace(",", ""))
 
 
+def readable(metric: str) -> str:
+    """A metric key as words, where no column titles it: `valid/digit_acc` reads `Valid digit acc`."""
+    words = metric.replace("/", " ").replace("_", " ")
+    return words[:1].upper() + words[1:]
+
+
 def plural(n: int, noun: str) -> str:
     """`1 cell`, `2 cells`: a count and its noun, agreeing."""
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
@@ -232,6 +239,11 @@ def fmt_cell(cv: CellValue, integral: bool = False) -> str:
     if cv.unlearned:
         extras.append("did not learn" if cv.unlearned == cv.n else f"{cv.unlearned} of {cv.n} did not learn")
     return fmt_mean(cv, integral) + (f" ({'; '.join(extras)})" if extras else "")
+
+
+def is_count(metric: str, values: list[float]) -> bool:
+    """A summary key (params, epochs, convergence_step), not a `split/name` measurement, of whole numbers."""
+    return "/" not in metric and all(v == int(v) for v in values)
 
 
 def integral(metric: str, values: list[CellValue]) -> bool:
