@@ -202,7 +202,7 @@ def test_analysis_finds_the_overfitting_onset(lm_report):
     report, *_ = lm_report
     found = sentences(report, "Over-fitting")
     assert len(found) == 1 and found[0].startswith("LSTM1 (seed 1111) over-fits from epoch 4: valid/loss rises "
-                                                   "from 4.500 (epoch 3) to 4.900 (epoch 5)")
+                                                   "from 4.5000 (epoch 3) to 4.9000 (epoch 5)")
 
 
 def test_analysis_says_what_has_not_finished_and_why(lm_report):
@@ -224,7 +224,7 @@ def test_best_configuration_sentence_follows_the_numbers(tmp_path, ppl_a, ppl_b,
     report = build_experiment(load_target(str(path), store), store)
     (best, b), (runner, r), (worst, w) = sorted(values.items(), key=lambda kv: kv[1])
     expected = (f"Best configuration by Test PPL (test/ppl, final; lower is better): {best} with {b:.1f}, "
-                f"{r - b:.2f} ({(r - b) / r:.1%}) lower than the runner-up {runner} ({r:.1f}), and {w - b:.2f} "
+                f"{r - b:.1f} ({(r - b) / r:.1%}) lower than the runner-up {runner} ({r:.1f}), and {w - b:.1f} "
                 f"({(w - b) / w:.1%}) lower than the worst, {worst} ({w:.1f}).")
     assert sentences(report, "Best")[0] == expected
 

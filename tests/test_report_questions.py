@@ -81,13 +81,13 @@ def test_compare_ranks_finished_runs_only_and_names_the_rest(tmp_path):
     add_run(store, path, "GRU1", series=lm_series([5.0], [4.6], 90.0), status="running")
     report = report_of(path, store)
     assert answers(report)["Does depth help?"] == (
-        "LSTM2 has the lowest Test PPL: 110.0, 10.00 (8.3%) lower than the runner-up LSTM1 (120.0). "
+        "LSTM2 has the lowest Test PPL: 110.0, 10.0 (8.3%) lower than the runner-up LSTM1 (120.0). "
         "Left out (no finished value): GRU1 (running (epoch 1 of 40 stored))."
     )
     assert answers(report)["LSTM or GRU?"].startswith("Not answered yet: no grid point or seed where both LSTM1 "
                                                        "and GRU1 have a finished Test PPL.")
     assert not report.answers[1].answered
-    assert report.summary_line().startswith("Does depth help? LSTM2 has the lowest Test PPL: 110.0, 10.00 (8.3%) "
+    assert report.summary_line().startswith("Does depth help? LSTM2 has the lowest Test PPL: 110.0, 10.0 (8.3%) "
                                             "lower than the runner-up LSTM1 (120.0).")
     assert "2 of 4 cells finished, 1 running, 1 not run" in report.summary_line()
 
@@ -101,8 +101,8 @@ def test_pair_over_seeds_is_paired_and_weighed_against_the_spread(tmp_path):
     text = answers(report_of(path, store))["LSTM or GRU?"]
     # differences -5, -4, -6: mean -5.000 ± 1.000, lower in 3 of 3 seeds, larger than its spread
     assert text.startswith("LSTM1 has a lower Test PPL than GRU1 in 3 of 3 matched seeds (on average 120.0 against "
-                           "125.0, 5.000 (4.0%) lower).")
-    assert "The mean paired difference, -5.000 ± 1.000 over 3 matched seeds, is larger than its spread." in text
+                           "125.0, 5.0 (4.0%) lower).")
+    assert "The mean paired difference, -5.0 ± 1.0 over 3 matched seeds, is larger than its spread." in text
 
 
 def test_compare_with_seeds_says_whether_the_gap_exceeds_the_spread(tmp_path):
@@ -112,9 +112,9 @@ def test_compare_with_seeds_says_whether_the_gap_exceeds_the_spread(tmp_path):
         add_run(store, path, "LSTM1", seed, series=lm_series([5.0], [4.9], one))
         add_run(store, path, "LSTM2", seed, series=lm_series([5.0], [4.9], two))
     text = answers(report_of(path, store))["Does depth help?"]
-    assert text.startswith("LSTM2 has the lowest Test PPL: 115.0 ± 21.2 (n=2), 15.00 (11.5%) lower than the "
+    assert text.startswith("LSTM2 has the lowest Test PPL: 115.0 ± 21.2 (n=2), 15.0 (11.5%) lower than the "
                            "runner-up LSTM1 (130.0 ± 14.1 (n=2)).")
-    assert "The gap is not larger than the seed-to-seed spread (std 21.21 + 14.14)." in text
+    assert "The gap is not larger than the seed-to-seed spread (std 21.2 + 14.1)." in text
 
 
 def test_versus_with_reach_and_compare_at_a_grid_point(tmp_path):
@@ -164,7 +164,7 @@ def test_not_converged_beside_a_perfect_test_accuracy_says_why(tmp_path):
     report = report_of(path, store)
     row = next(r for r in report.table.rows if r[0].text == "RNN, max_digits=5")
     assert row[1].text.endswith("(valid/acc reached 1.0000 but fell to 0.9700; it must stay ≥ 0.99)")
-    assert row[2].text == "1.000"
+    assert row[2].text == "1.0000"
 
 
 def test_best_configuration_and_divergence_count_only_ended_runs(tmp_path):
@@ -588,5 +588,5 @@ def test_a_pair_the_same_everywhere_says_where_and_a_count_reads_as_one(tmp_path
                     summary={"convergence_step": step})
     said = answers(report_of(path, store))
     assert said["Same?"] == ("RNN and GRU have the same Test exact match at every one of the 3 matched grid points and "
-                             "seeds: max_digits=5 1.000, max_digits=10 0.9000, max_digits=20 0.5000.")
+                             "seeds: max_digits=5 1.0000, max_digits=10 0.9000, max_digits=20 0.5000.")
     assert said["Faster?"] == "RNN has a lower Convergence step than GRU: 600 against 900, a difference of 300 (33.3%)."

@@ -308,10 +308,10 @@ def _v(cv: CellValue) -> str:
 
 
 def gap_text(a: CellValue, b: CellValue) -> str:
-    """|a - b|, and relative to b."""
+    """|a - b| in the digits of the numbers it separates, and relative to b."""
     gap = abs(a.mean - b.mean)
     relative = f" ({gap / abs(b.mean):.1%})" if b.mean else ""
-    return f"{fmt(gap, like=gap)}{relative}"
+    return f"{fmt(gap, like=b.mean)}{relative}"
 
 
 def spread_text(a: CellValue, b: CellValue) -> str:
@@ -320,8 +320,8 @@ def spread_text(a: CellValue, b: CellValue) -> str:
         return ""
     gap, spread = abs(a.mean - b.mean), a.std + b.std
     size = "larger" if gap > spread else "not larger"
-    return (f" The gap is {size} than the seed-to-seed spread (std {fmt(a.std, like=a.std)} + "
-            f"{fmt(b.std, like=b.std)}).")
+    return (f" The gap is {size} than the seed-to-seed spread (std {fmt(a.std, like=a.mean)} + "
+            f"{fmt(b.std, like=b.mean)}).")
 
 
 # ----------------------------------------------------------------------------------------- pair
@@ -370,16 +370,16 @@ def _pair_text(a: str, b: str, matched: list[tuple[str, float, float]], measure:
     relative = f" ({abs(diff) / abs(mean_b):.1%})" if mean_b else ""
     if len(matched) == 1:
         return (f"{a} has a {lower} {measure.title} than {b}: {number(mean_a)} against {number(mean_b)}, "
-                f"a difference of {number(abs(diff)) if number is fmt_count else fmt(abs(diff), like=abs(diff))}"
+                f"a difference of {number(abs(diff)) if number is fmt_count else fmt(abs(diff), like=mean_b)}"
                 f"{relative}.")
     over = f"{len(matched)} matched " + ("seeds" if points == 1 else "grid points and seeds")
     same_side = sum((d < 0) == (diff < 0) and d != 0 for d in diffs)
     std = statistics.stdev(diffs)
     text = (f"{a} has a {lower} {measure.title} than {b} in {same_side} of {len(matched)} {over.split(' ', 1)[1]} "
-            f"(on average {number(mean_a)} against {number(mean_b)}, {fmt(abs(diff), like=abs(diff))}"
+            f"(on average {number(mean_a)} against {number(mean_b)}, {fmt(abs(diff), like=mean_b)}"
             f"{relative} {lower}).")
     size = "larger" if abs(diff) > std else "not larger"
-    return text + (f" The mean paired difference, {fmt(diff, like=diff)} ± {fmt(std, like=diff)} over {over}, is "
+    return text + (f" The mean paired difference, {fmt(diff, like=mean_b)} ± {fmt(std, like=mean_b)} over {over}, is "
                    f"{size} than its spread.")
 
 

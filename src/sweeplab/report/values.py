@@ -194,9 +194,9 @@ def fmt(value: float, like: float | None = None) -> str:
         return f"{value:,.0f}"
     if ref >= 100:
         return f"{value:.1f}"
-    if ref >= 1:
-        return f"{value:.3f}" if ref < 10 else f"{value:.2f}"
-    if ref >= 1e-3 or ref == 0:
+    if ref >= 10:
+        return f"{value:.2f}"
+    if ref >= 1e-3 or ref == 0:  # 0.9997 and 1.0000 alike: an accuracy column never changes its digits at 1
         return f"{value:.4f}"
     return f"{value:.3g}"
 
