@@ -79,7 +79,8 @@ def measure_for(question: Question, columns: list[Column], spec: ReportSpec) -> 
 
 def answer(question: Question, spec: ReportSpec, cells: list[CellData], measure: Measure) -> Answer:
     if not measured(spec, measure.metric):
-        what = ", ".join(spec.scales_measures[spec.scale or ""]) or "nothing to compare"
+        titles = {c.metric: c.title for c in spec.columns}  # what it measures, as the tables title it
+        what = ", ".join(titles.get(m, readable(m)) for m in spec.scales_measures[spec.scale or ""]) or "nothing"
         return Answer(question.ask, f"Not answered at scale {spec.scale}, which measures {what}, not "
                                     f"{measure.title}: the answer waits for a scale that does.", False)
     if not measure.sign and not question.versus:  # ranking a metric with no declared direction would be a guess
