@@ -417,7 +417,8 @@ def test_a_scale_that_does_not_measure_a_metric_answers_nothing_about_it(tmp_pat
     store.save_sweep("lmq", "lm", {"scale": "quick"}, "quick")
     report = report_of(path, store)
     for answer in report.answers:
-        assert not answer.answered and answer.text.startswith("Not answered at scale quick, which measures Trainable params, not Test PPL")
+        assert not answer.answered
+        assert answer.text.startswith("Not answered at scale quick, which measures Trainable params, not Test PPL")
     row = next(r for r in report.table.rows if r[0].text == "LSTM1")
     assert row[1].note == "reference 120.94 [1], not subtracted: scale quick does not measure it"
     assert not any(r[1].best for r in report.table.rows)  # nor is the lowest of them bold
