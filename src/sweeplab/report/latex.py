@@ -46,9 +46,10 @@ def tex_lines(text: str) -> Markup:
     return Markup(r"\\ ".join(tex(line) for line in re.split(r"\r?\n", text.strip()) if line.strip()))
 
 
-def tabular(table: ResultTable) -> Markup:
-    """A table as a booktabs tabular, rendered (and escaped) by its own template."""
-    return Markup(_env.get_template("table.tex.j2").render(table=table))
+def tabular(table: ResultTable, long: bool = False) -> Markup:
+    """A table as a booktabs tabular, rendered (and escaped) by its own template; `long`: a longtable with its
+    caption, which breaks across pages (a setup's table of 27 models is taller than one)."""
+    return Markup(_env.get_template("table.tex.j2").render(table=table, long=long))
 
 
 # LaTeX's braces would read as Jinja's {{ }} and {% %}: values are << >>, statements <% %>, comments <# #>.
