@@ -259,9 +259,10 @@ def test_convergence_the_experiments_threshold_wins_in_table_and_analysis(tmp_pa
         "Fastest to converge: length=5 (step 200); slowest: length=15 (step 400), among the 2 "
         "configurations whose finished runs converged."]
     assert not report.pivots  # one axis: the table already is rows × metrics
-    names = [p.name for p in written.figures]  # named in the captions' words, each drawn one as SVG and PNG
-    assert names == ["paltest-01-test-acc-vs-length.svg", "paltest-01-test-acc-vs-length.png",
-                     "paltest-02-training-curves.svg", "paltest-02-training-curves.png"]
+    names = [p.name for p in written.figures]  # named in the captions' words, each drawn one as SVG, PNG and PDF
+    assert names == [f"paltest-0{i}-{words}.{kind}" for i, words in ((1, "test-acc-vs-length"), (2, "training-curves"))
+                     for kind in ("svg", "png", "pdf")]
+    assert all(p.read_bytes()[:5] == b"%PDF-" for p in written.figures if p.suffix == ".pdf")
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written.figures if p.suffix == ".png")
     assert written.pages[0].read_text().count("<svg") == 2
 
@@ -297,8 +298,9 @@ def test_html_is_self_contained_and_markdown_links_every_figure(lm_report):
     for remote in ('src="http', "href=\"http", "<link", "@import", "url(http"):
         assert remote not in html
     assert "Content-Security-Policy" in html
-    for figure in written.figures:  # a drawn figure's PNG lies beside the SVG that is linked
-        assert f"](figures/{figure.with_suffix('.svg' if figure.suffix == '.png' else figure.suffix).name})" in markdown
+    for figure in written.figures:  # a drawn figure's PNG and PDF lie beside the SVG that is linked
+        linked = figure.with_suffix(".svg") if figure.suffix in (".png", ".pdf") else figure
+        assert f"](figures/{linked.name})" in markdown
     assert markdown.count("| LSTM1 |") == 2 and "| **" in markdown  # the results table and the models table
 
 

@@ -140,7 +140,7 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def write_figures(reports: list[ExperimentReport], folder: Path, writer: _Writer, *, pdf: bool = False) -> list[Path]:
-    """figures/ gets this report's figures: the drawn ones as SVG and PNG (`pdf`: as PDF, for LaTeX), a run's own as
+    """figures/ gets this report's figures: the drawn ones as SVG, PNG and PDF (`pdf`: PDF only, for LaTeX), a run's own as
     it wrote them; an earlier report's figures that this one no longer draws are removed. Only files a report wrote
     (listed in the manifest) are ever removed: others are the user's."""
     written = [path for report in reports for block in report.blocks
@@ -158,7 +158,7 @@ def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer, p
         files = {f"{block.name}.pdf": block.pdf()}
     elif isinstance(block, SvgBlock):
         files = {f"{block.name}.svg": ('<?xml version="1.0" encoding="utf-8"?>\n' + block.svg).encode("utf8"),
-                 f"{block.name}.png": block.png()}
+                 f"{block.name}.png": block.png(), f"{block.name}.pdf": block.pdf()}
     else:
         files = {f"{block.name}{block.suffix}": block.data}
     for name, data in files.items():
@@ -167,7 +167,7 @@ def _write_figure(block: SvgBlock | ImageBlock, folder: Path, writer: _Writer, p
 
 
 def _manifest(folder: Path) -> set[str]:
-    """Names of the figures the last report wrote; only plain .svg/.png names in this folder are trusted."""
+    """Names of the figures the last report wrote; only plain .svg/.png/.pdf names in this folder are trusted."""
     manifest = folder / FIGURES_MANIFEST
     if not manifest.is_file():
         return set()
