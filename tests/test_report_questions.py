@@ -617,3 +617,29 @@ def test_the_shipped_addition_questions_are_answered_over_their_whole_series(tmp
         "RNN, lr 1e-2. The numbers are in the table.")
     digits = said["Do more digits make addition harder?"]
     assert digits.startswith("Test digit acc along digits: for every one of the 9 lines it stays level")
+
+
+def test_over_fitting_is_one_sentence_for_many_runs_and_not_judged_where_the_scale_does_not_measure_it(tmp_path):
+    store = store_at(tmp_path)
+    path = write_experiment(tmp_path, LM.replace("SEEDS", "1"), "lmq")
+    rising = {"train/loss": [6.0, 5.5, 5.0, 4.5], "valid/loss": [6.0, 6.1, 6.2, 6.3]}
+    for cell in ("LSTM1", "LSTM2", "GRU1", "TF"):
+        add_run(store, path, cell, series={**rising, "test/ppl": [500.0]})
+    (overfit,) = facts(report_of(path, store), "Over-fitting")  # four runs: one sentence, not four bullets
+    assert overfit == ("4 of the 4 ended runs over-fit (the held-out loss rises for good while the training loss "
+                       "falls): LSTM1 from epoch 2, LSTM2 from epoch 2, GRU1 from epoch 2, TF from epoch 2.")
+    path.write_text(path.read_text() + 'scales:\n  quick: {note: "5 steps", overrides: {}, measures: [params]}\n')
+    store.save_sweep("lmq", "lm", {"scale": "quick"}, "quick")
+    assert facts(report_of(path, store), "Over-fitting") == [
+        "Not judged at scale quick, which does not measure the held-out loss."]
+
+
+def test_a_divergence_found_by_the_error_alone_is_said_where_the_error_says():
+    from types import SimpleNamespace
+
+    from sweeplab.report.analysis import _where
+
+    run = SimpleNamespace(row=SimpleNamespace(error="validation ppl became inf at step 5 (epoch 1)", epoch=0))
+    assert _where(run, None) == ": validation ppl became inf at step 5 (epoch 1)"  # never "after epoch 0"
+    run.row.error = None
+    assert _where(run, None) == " in epoch 1"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sweeplab.report.collect import CellData, Point, RunData, origin
 from sweeplab.report.facts import Convergence, convergence
-from sweeplab.report.questions import and_list, finished, gap_text, level_with_first, spread_text
+from sweeplab.report.questions import and_list, finished, gap_text, level_with_first, name_list, spread_text
 from sweeplab.report.spec import Column, ReportSpec, measured
 from sweeplab.report.values import (
     CONVERGENCE_KEYS,
@@ -43,7 +43,7 @@ class Sentence:
 def analyse(spec: ReportSpec, cells: list[CellData], columns: list[Column], common_note: str | None) -> list[Sentence]:
     sentences = [] if spec.questions else best_sentences(spec, cells, columns)
     sentences += convergence_sentences(spec, cells, columns)
-    sentences += overfitting_sentences(cells)
+    sentences += overfitting_sentences(spec, cells)
     sentences += divergence_sentences(cells)
     sentences += status_sentences(spec, cells, common_note)
     return sentences
@@ -88,7 +88,7 @@ def _best_text(column: Column, ranked: list[tuple[str, CellValue]]) -> str:
         return f"No configuration has a finished {what} value yet."
     (best, b), rest = ranked[0], ranked[1:]
     if not rest:
-        return f"Only {best} has a {what} value so far: {_value_text(b, column.metric)}."
+        return f"Only {best} has a finished {what} value: {_value_text(b, column.metric)}."
     runner, r = rest[0]
     if len(tied := level_with_first(ranked)) > 1:
         return f"By {what}, {and_list(tied)} tie at {_value_text(b, column.metric)}."
@@ -148,8 +148,14 @@ def _fastest_text(reached: list[tuple[float, str, str]]) -> str:
 
 
 # ------------------------------------------------------------------------------- over-fitting
-def overfitting_sentences(cells: list[CellData]) -> list[Sentence]:
-    out, judged = [], 0
+MANY = 3  # more runs than this that over-fit are named in one sentence, their numbers left to the figures
+
+
+def overfitting_sentences(spec: ReportSpec, cells: list[CellData]) -> list[Sentence]:
+    if not measured(spec, "valid/loss"):  # a loss after a few steps says nothing about over-fitting
+        return [Sentence("Over-fitting", f"Not judged at scale {spec.scale}, which does not measure the held-out "
+                                         "loss.")]
+    out, onsets, judged = [], [], 0
     for cell in cells:
         for run in cell.runs:
             if not run.done:  # "for good" is a claim about the end
@@ -160,9 +166,13 @@ def overfitting_sentences(cells: list[CellData]) -> list[Sentence]:
             judged += 1
             found = overfitting_onset(train, held_out[1])
             if found is not None:
-                text = _onset_text(who(cell, run), "step" if run.step_based else "epoch", held_out[0], train,
-                                   held_out[1], found)
-                out.append(Sentence("Over-fitting", text))
+                unit = "step" if run.step_based else "epoch"
+                onsets.append(f"{who(cell, run)} from {unit} {found:,}")
+                out.append(Sentence("Over-fitting", _onset_text(who(cell, run), unit, held_out[0], train,
+                                                                held_out[1], found)))
+    if len(out) > MANY:
+        return [Sentence("Over-fitting", f"{len(out)} of the {judged} ended runs over-fit (the held-out loss rises "
+                                         f"for good while the training loss falls): {name_list(onsets)}.")]
     if not out:
         text = (f"No run over-fits: in none of the {judged} ended runs with three or more evaluations does the "
                 f"held-out loss rise for good while the training loss falls." if judged else
@@ -215,21 +225,22 @@ def divergence_sentences(cells: list[CellData]) -> list[Sentence]:
         where = run.divergence()
         if run.row.status != "diverged" and where is None:
             continue
-        out.append(Sentence("Divergence", f"{who(cell, run)} diverged {_where(run, where)}."))
+        out.append(Sentence("Divergence", f"{who(cell, run)} diverged{_where(run, where)}."))
     ended = [run for _, run in runs if run.done]
     if not out and ended:  # a run still going can yet diverge: only ended runs count
         rest = len(runs) - len(ended)
         more = f"; {rest} more {'has' if rest == 1 else 'have'} not ended" if rest else ""
-        out.append(Sentence("Divergence", f"No run diverged: all {len(ended)} ended runs kept a finite training "
-                                          f"loss{more}."))
+        every = "the ended run" if len(ended) == 1 else f"all {len(ended)} ended runs"
+        out.append(Sentence("Divergence", f"No run diverged: {every} kept a finite training loss{more}."))
     return out
 
 
 def _where(run: RunData, point: Point | None) -> str:
-    error = f": {short(run.row.error, 120)}" if run.row.error else ""
+    """` at epoch 3, step 1,200: ERROR`; without a non-finite value stored, where the error says it went."""
+    error = short(run.row.error, 120) if run.row.error else ""
     if point is None:
-        return f"after epoch {run.row.epoch}{error}"
-    return f"at epoch {point.epoch}, step {fmt(point.step)}{error}"
+        return f": {error}" if error else f" in epoch {run.row.epoch + 1}"
+    return f" at epoch {point.epoch}, step {fmt(point.step)}" + (f": {error}" if error else "")
 
 
 # -------------------------------------------------------------------------------------- status
