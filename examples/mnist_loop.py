@@ -87,7 +87,9 @@ def train(config: Config, run: Run) -> None:
     torch.manual_seed(run.seed)
     model = Net().to(run.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    run.summarize(params=sum(p.numel() for p in model.parameters()))
+    # the parameter count for the tables, and what guessing one of 10 digits scores: the report marks a run whose
+    # accuracy is no better as one that did not learn
+    run.summarize(params=sum(p.numel() for p in model.parameters()), **{"chance/acc": 0.1})
 
     start, step = 1, 0
     state = run.restore()  # None on a first start; after a kill, what the last run.save() kept
