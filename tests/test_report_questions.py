@@ -339,6 +339,11 @@ def test_a_diverged_or_unfinished_run_is_never_bold(tmp_path):
     bold = {row[0].text: [c.text for c in row[1:] if c.best] for row in table.rows}
     assert bold["TF"] == [] and bold["LSTM1"] == []
     assert len(bold["GRU1"]) == 2  # the lowest finished perplexity and ms/batch
+    # a parameter count is the model's, however its run ended: never tagged with the run's state
+    text = text[:text.index("references:")].replace("columns:\n", "columns:\n  - {title: Params, metric: params}\n")
+    path.write_text(text)
+    rows = {row[0].text: row[1].text for row in report_of(path, store).table.rows}
+    assert rows["TF"] == "12,345" and rows["LSTM1"] == "12,345"
 
 
 def test_counts_agree_with_their_nouns_and_a_step_count_has_no_decimals(tmp_path):

@@ -119,6 +119,9 @@ def short(text: str, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+BUILT = ("params",)  # what a run has from its first step, however it ends: a count is never "(diverged)"
+
+
 @dataclass(frozen=True)
 class CellValue:
     """A cell's number over its seeds, or why there is none."""
@@ -169,7 +172,7 @@ def cell_value(cell: CellData, metric: str, aggregate: str = "final", epoch: int
             reasons.append(got.reason or "no value")
             continue
         values.append(got.value)
-        if not run.done:
+        if not run.done and metric not in BUILT:
             tags.append(run.row.status)
         elif not learned(run, metric, got.value):
             unlearned += 1
