@@ -68,6 +68,42 @@ def interrupt_in_epoch(monkeypatch, epoch: int):
     return lambda: monkeypatch.setattr(Trainer, "train_epoch", original)
 
 
+def test_an_error_raised_while_a_ctrl_c_unwinds_is_the_interrupt(tiny_corpus, tmp_path, monkeypatch):
+    """SQLAlchemy's PostgreSQL pre-ping, cut short by Ctrl-C, restores autocommit on the busy connection in a
+    `finally` and raises ProgrammingError in place of the KeyboardInterrupt (seen under the Ray executor): the run
+    was stopped, not broken, and resumes."""
+    from sweeplab.errors import interrupted
+
+    original = Trainer.train_epoch
+
+    def cut_short(self, e):
+        if e == 2:
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise RuntimeError("can't change 'autocommit' now: connection in transaction status ACTIVE")
+        return original(self, e)
+
+    monkeypatch.setattr(Trainer, "train_epoch", cut_short)
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    first = execute(tiny_cfg(tiny_corpus), store, RunOptions(quiet=True))
+    assert first.status == "interrupted" and store.get_run(first.run_id).error == "interrupted after epoch 1"
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert execute(tiny_cfg(tiny_corpus), store, RunOptions(quiet=True)).status == "finished"
+
+    try:
+        raise ValueError("unrelated")
+    except ValueError as unrelated:
+        assert not interrupted(unrelated)
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise OSError("cleanup failed") from stop
+    except OSError as wrapped:
+        assert interrupted(wrapped)
+
+
 # ------------------------------------------------------------------------------------ safe load
 @pytest.mark.parametrize("how", ["truncated", "garbage", "pickle"])
 def test_a_damaged_file_is_one_typed_error_naming_it(tmp_path, how):

@@ -282,7 +282,8 @@ def test_ctrl_c_of_the_driver_leaves_resumable_runs_and_the_same_command_finishe
     _, err = sweep.communicate(timeout=90)
     assert sweep.returncode == 130 and "run the same command again" in err
     stopped = {r.cell: r for r in store.list_runs(sweep="ctrlc")}
-    assert {stopped[r.cell].status for r in running} == {"interrupted"}
+    assert {stopped[r.cell].status for r in running} == {"interrupted"}, \
+        [(r.cell, r.status, r.error) for r in stopped.values()]
     assert all(r.owner is None for r in stopped.values())  # nobody holds anything: resumable at once
     before = {r.id: metric_ids(store, r.id) for r in running}
     assert min(len(train_epochs(store, r.id)) for r in running) < INTERRUPTED  # stopped mid-training

@@ -181,6 +181,9 @@ def test_ctrl_c_ends_a_polling_function_at_its_next_question(loop, tmp_path, sto
     ("    run.log(step=1, loss=float('nan'))\n", "diverged", 3, "training loss became nan"),
     ("    run.log(step=1, loss='low')\n", "failed", 1, "run.log: loss=str is not accepted"),
     ("    run.save({'f': open})\n", "failed", 1, "run.save: the state holds what a checkpoint cannot load"),
+    # a library's cleanup failing while a Ctrl-C unwinds (a database driver's, say): stopped, not broken
+    ("    run.log(step=1, loss=1.0)\n    try:\n        raise KeyboardInterrupt\n    finally:\n"
+     "        raise RuntimeError('cleanup failed')\n", "interrupted", 130, "interrupted at step 1"),
 ])
 def test_how_a_function_ends_is_on_record(body, status, code, error, tmp_path, store_url):
     (tmp_path / "bad.py").write_text("def main(config, run):\n" + body)

@@ -17,6 +17,24 @@ class Diverged(Exception):
     """A training or evaluation metric (loss, perplexity, ...) became NaN or infinite."""
 
 
+def interrupted(exc: BaseException) -> bool:
+    """A Ctrl-C (or SIGTERM made one), or an error raised while one unwound: a library's cleanup that fails on
+    the call the interrupt cut short (SQLAlchemy's PostgreSQL pre-ping, interrupted mid-ping, restores autocommit
+    on a busy connection and raises ProgrammingError in place of the KeyboardInterrupt). Such a run was stopped,
+    not broken: it ends interrupted and resumes."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        pending += [e.__cause__, e.__context__]
+    return False
+
+
 BRIEF_CHARS = 80
 _BRIEF = reprlib.Repr()  # Python 3.11's Repr takes its limits as attributes, not arguments
 _BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict, _BRIEF.maxset = 2, 4, 4, 4, 4

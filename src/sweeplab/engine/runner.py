@@ -23,7 +23,7 @@ from sweeplab.engine.progress import say
 from sweeplab.engine.trainable import train_function
 from sweeplab.engine.trainer import Trainer
 from sweeplab.engine.watchdog import Watchdog, stall_seconds
-from sweeplab.errors import Diverged, UserError
+from sweeplab.errors import Diverged, UserError, interrupted
 from sweeplab.models.device import device_name, get_device, keep_freed_memory
 from sweeplab.registry import TASKS
 from sweeplab.store import RunRow, Store
@@ -238,15 +238,15 @@ def _train(trainer: Trainer, task: Any, store: Store, run_id: str, quiet: bool) 
     except Diverged as exc:
         status, error, extra = "diverged", str(exc), {}
         say(f"| diverged | {exc}", quiet)
-    except KeyboardInterrupt:
-        status, error, extra = "interrupted", f"interrupted after epoch {trainer.state.epoch}", {}
-        say(f"| interrupted | resumable from epoch {trainer.state.epoch}", quiet)
     except LeaseLost:
         raise  # another process trains the run now: write nothing more
     except BaseException as exc:
-        store.release(run_id, status="failed", error=f"{type(exc).__name__}: {exc}", ended_at=time.time(),
-                      epoch=trainer.state.epoch, step=trainer.state.step)
-        raise
+        if not interrupted(exc):
+            store.release(run_id, status="failed", error=f"{type(exc).__name__}: {exc}", ended_at=time.time(),
+                          epoch=trainer.state.epoch, step=trainer.state.step)
+            raise
+        status, error, extra = "interrupted", f"interrupted after epoch {trainer.state.epoch}", {}
+        say(f"| interrupted | resumable from epoch {trainer.state.epoch}", quiet)
     finally:
         trainer.recorder.close()
     summary = {**trainer.recorder.last, **extra, "params": task.count_params(trainer.model),

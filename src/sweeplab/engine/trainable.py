@@ -33,7 +33,7 @@ from sweeplab import io
 from sweeplab.engine.progress import say
 from sweeplab.engine.trainer import SPLIT_WORDS, Recorder
 from sweeplab.engine.watchdog import Watchdog
-from sweeplab.errors import Diverged, UserError
+from sweeplab.errors import Diverged, UserError, interrupted
 from sweeplab.store import Store, checkpoint
 from sweeplab.store.db import LeaseLost
 from sweeplab.tasks.function import FunctionTask
@@ -162,16 +162,19 @@ def train_function(task: FunctionTask, store: Store, run_id: str, *, quiet: bool
             status, error = "diverged", "the function logged no metrics (call run.log(step=..., loss=...))"
     except Diverged as exc:
         status, error = "diverged", str(exc)
-    except KeyboardInterrupt:
-        status, error = "interrupted", f"interrupted at step {run.step}, epoch {run.epoch}"
     except LeaseLost:
         raise
     except UserError as exc:  # a misuse of `run`: the user's to fix, said as any bad input
         status, error = "failed", f"UserError: {exc}"
         _keep_traceback(store, run_id, exc)
-    except Exception as exc:  # noqa: BLE001 - the user's code: its exception ends the run, never the process
-        status, error = "failed", _last_line(exc)
-        _keep_traceback(store, run_id, exc)
+    except BaseException as exc:  # the user's code: its exception ends the run, never the process
+        if interrupted(exc):  # Ctrl-C, or an error raised while one unwound
+            status, error = "interrupted", f"interrupted at step {run.step}, epoch {run.epoch}"
+        elif isinstance(exc, Exception):
+            status, error = "failed", _last_line(exc)
+            _keep_traceback(store, run_id, exc)
+        else:
+            raise
     finally:
         run.close()
     if status != "finished":
