@@ -84,7 +84,7 @@ def _reference_clause(ref: Reference, ours: CellValue, sources: list[str], spec:
 def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], common_note: str | None) -> ResultTable:
     values = {c: [cell_value(cell, c.metric, c.aggregate, c.epoch, spec.seeds, spec.convergence_threshold)
                   for cell in cells] for c in columns}
-    best = {c: _best_index(c, values[c]) for c in columns}
+    best = {c: best_rows(spec, c.metric, values[c]) for c in columns}
     counts = {c: integral(c.metric, values[c]) for c in columns}
     notes = [row_notes(cell, common_note, spec.seeds) for cell in cells]
     refs, sources = spec.references, []
@@ -97,8 +97,7 @@ def build_table(spec: ReportSpec, cells: list[CellData], columns: list[Column], 
         for c in columns:
             cv = values[c][i]
             note = reference_note(find_references(refs, cell.label, c), cv, sources, spec, c.metric)
-            bold = i in best[c] and measured(spec, c.metric)  # a number the scale does not measure wins nothing
-            row.append(TableCell(fmt_cell(cv, counts[c]), best=bold, missing=not cv.has_value, note=note))
+            row.append(TableCell(fmt_cell(cv, counts[c]), best=i in best[c], missing=not cv.has_value, note=note))
         if with_notes:
             row.append(TableCell(notes[i] or "—"))
         rows.append(row)
@@ -131,9 +130,9 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
     values = {(row, x): cell_value(cell, column.metric, column.aggregate, column.epoch, spec.seeds,
                                    spec.convergence_threshold) for row, xs in grid.items() for x, cell in xs.items()}
     counts = integral(column.metric, list(values.values()))
-    sign = direction(column.metric)
-    rows = []
-    for row, xs in grid.items():
+    rows, order = [], list(grid)
+    best = {x: best_rows(spec, column.metric, [values.get((row, x)) for row in order]) for x in spec.axes[axis]}
+    for i, (row, xs) in enumerate(grid.items()):
         out = [TableCell(spec.labels.cell(row))]
         for x in spec.axes[axis]:
             cell, cv = xs.get(x), values.get((row, x))
@@ -141,9 +140,7 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
                 out.append(TableCell("not in the grid", missing=True))
                 continue
             note = reference_note(find_references(refs, cell.label, column), cv, sources, spec, column.metric)
-            best = (bool(sign) and measured(spec, column.metric) and ended_value(cv)
-                    and shown(cv.mean) == _column_best(values, x, sign))
-            out.append(TableCell(fmt_cell(cv, counts), best=best, missing=not cv.has_value, note=note))
+            out.append(TableCell(fmt_cell(cv, counts), best=i in best[x], missing=not cv.has_value, note=note))
         rows.append(out)
     row_title = "Variant" if spec.variants else ", ".join(spec.labels.axis(k) for k in list(spec.axes)[:-1])
     caption = f"{column.title} ({column.metric}, {column.aggregate}): {row_title.lower()} × {spec.labels.axis(axis)}"
@@ -151,20 +148,12 @@ def _pivot(spec: ReportSpec, grid: dict[str, dict[str, CellData]], axis: str, co
     return ResultTable(caption, header, rows, sources=sources)
 
 
-def _column_best(values: dict[tuple[str, str], CellValue], x: str, sign: int) -> float | None:
-    """The best mean at one value of the axis as shown (bold in the pivot) among the rows that learned, when two or
-    more rows have ended values there."""
-    at_x = [v for (_, at), v in values.items() if at == x]
-    means = [shown(v.mean) for v in at_x if ended_value(v)]
-    return (max if sign > 0 else min)(means) if means and sum(v.ended for v in at_x) > 1 else None
-
-
-def _best_index(column: Column, values: list[CellValue]) -> set[int]:
-    """The rows with the best mean as shown (all of them on a tie), among those that learned, when the metric has
-    a direction and at least two rows have ended values."""
-    sign = direction(column.metric)
-    scored = {i: shown(v.mean) * sign for i, v in enumerate(values) if ended_value(v)}
-    if not sign or not scored or sum(v.ended for v in values) < 2:
+def best_rows(spec: ReportSpec, metric: str, values: list[CellValue | None]) -> set[int]:
+    """The bold rows of a column: the best mean as shown (all of them on a tie) among the rows that ended and
+    learned, when the metric has a direction, the scale measures it, and two or more rows have ended values."""
+    sign = direction(metric)
+    scored = {i: shown(v.mean) * sign for i, v in enumerate(values) if v is not None and ended_value(v)}
+    if not sign or not scored or not measured(spec, metric) or sum(v is not None and v.ended for v in values) < 2:
         return set()
     top = max(scored.values())
     return {i for i, score in scored.items() if score == top}

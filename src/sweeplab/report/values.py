@@ -252,7 +252,7 @@ def is_count(metric: str, values: list[float]) -> bool:
 def integral(metric: str, values: list[CellValue]) -> bool:
     """A column of counts: a summary key (params, epochs, convergence_step), not a `split/name` measurement,
     with every value a whole number."""
-    return "/" not in metric and all(v.mean == int(v.mean) for v in values if v.mean is not None)
+    return is_count(metric, [v.mean for v in values if v.mean is not None])
 
 
 def fmt_count(value: float) -> str:
